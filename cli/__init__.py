@@ -1,0 +1,1 @@
+"""Command line (typer): thin commands that parse options and call the rooms."""

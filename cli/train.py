@@ -1,0 +1,65 @@
+"""``symnets train``: adapt a classifier from a labeled source domain to an unlabeled target."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from symnets_deploy.cli.main import app, handle_errors
+from symnets_deploy.enums import Device, Head
+
+
+@app.command()
+@handle_errors
+def train(
+    source: str = typer.Option(..., help="Labeled source domain: a folder name under --data-root (e.g. amazon)."),
+    target: str = typer.Option(..., help="Unlabeled target domain: a folder name under --data-root (e.g. webcam)."),
+    data_root: Path = typer.Option(..., help="Dataset folder laid out as <domain>/<class>/<image>."),
+    dataset: Optional[str] = typer.Option(None, help="Check against a preset: office31, office_caltech10, office_home, imageclef."),
+    backbone: str = typer.Option("efficientnet_lite0", help="Feature extractor G: efficientnet_lite0 (ImageNet weights ship offline), resnet50 (paper), tiny (random init, tests)."),
+    weights: Optional[Path] = typer.Option(None, help="Pretrained backbone state-dict file (default: the backbone's own ImageNet weights)."),
+    method: str = typer.Option("symnets", help="symnets (the paper) or source-only (baseline: G + K-way head, cross-entropy on source)."),
+    ablation: str = typer.Option("none", help="Paper Table 4: none, no-ct-loss, no-entropy, no-confusion, domain-confusion-only."),
+    head: Head = typer.Option(Head.ct, help="Classifier the run deploys and reports: ct (target, paper default), cs, paired."),
+    iterations: int = typer.Option(1000, help="Training iterations (each: B source + B target images)."),
+    batch_size: int = typer.Option(32, help="B, images per domain per iteration."),
+    lr: float = typer.Option(0.01, help="Head learning rate lr0 (annealed as lr0 / (1 + 10 p)^0.75)."),
+    backbone_lr_mult: Optional[float] = typer.Option(None, help="G's lr as a multiple of --lr (default 0.1 when pretrained, 1.0 from scratch)."),
+    image_size: Optional[int] = typer.Option(None, help="Crop side S (default: the backbone's, 224); resize is round(S*256/224)."),
+    device: Device = typer.Option(Device.auto, help="auto picks CUDA when present (bf16 autocast there, fp32 on CPU)."),
+    seed: int = typer.Option(0, help="Random seed (sampling, crops, init)."),
+    out: Path = typer.Option(Path("runs/latest"), help="Run folder: last.pt, config.json, metrics.jsonl, summary.json."),
+    resume: Optional[Path] = typer.Option(None, help="Continue the run in this folder at its last checkpoint (its saved config is used)."),
+    eval_every: int = typer.Option(0, help="Evaluate Cs/Ct on the whole target domain every N iterations (0: only at the end)."),
+    checkpoint_every: int = typer.Option(0, help="Write last.pt every N iterations (0: only at the end)."),
+    log_every: int = typer.Option(10, help="Write a metrics.jsonl record every N iterations."),
+    threads: int = typer.Option(0, help="Image decoding threads (0: one per CPU core)."),
+) -> None:
+    """Train a SymNet (or the source-only baseline) and write the run folder."""
+    from symnets_deploy.cli.progress import TrainProgress, console
+    from symnets_deploy.errors import UsageError
+    from symnets_deploy.train.config import TrainConfig
+    from symnets_deploy.train.trainer import train as run_training
+
+    if resume is not None:
+        config_path = resume / "config.json"
+        if not config_path.is_file():
+            raise UsageError(f"{config_path}: no run to resume (config.json missing)")
+        config = TrainConfig.from_dict({**json.loads(config_path.read_text()), "out": str(resume)})
+        console.log(f"resuming {resume} with its saved config")
+    else:
+        config = TrainConfig(
+            source=source, target=target, data_root=str(data_root), dataset=dataset, backbone=backbone,
+            weights=str(weights) if weights else "imagenet", method=method, ablation=ablation, head=head.value,
+            iterations=iterations, batch_size=batch_size, lr=lr, backbone_lr_mult=backbone_lr_mult, image_size=image_size,
+            device=device.value, seed=seed, out=str(out), eval_every=eval_every, checkpoint_every=checkpoint_every,
+            log_every=log_every, threads=threads,
+        )
+    result = run_training(config, TrainProgress(), resume=resume is not None)
+    typer.echo(
+        f"{result.source} -> {result.target} ({result.method}, {result.backbone}): target acc Ct {100 * result.target_acc_ct:.2f}%, "
+        f"Cs {100 * result.target_acc_cs:.2f}% | {result.iterations} it in {result.seconds:.1f}s, {result.images_per_s:.1f} img/s | {result.out}"
+    )

@@ -1,0 +1,1 @@
+"""Export room (needs torch and onnx): ONNX export, TensorRT engine build, equivalence checks."""

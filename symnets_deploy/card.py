@@ -1,0 +1,135 @@
+"""The model card: the one description of a trained model that travels with every artifact.
+
+Checkpoint, ONNX (``metadata_props['symnets.card']``) and engine sidecar carry the same card,
+so preprocessing and class names are never guessed at prediction time.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field, fields
+from datetime import datetime, timezone
+from typing import Any
+
+from symnets_deploy.enums import Head
+from symnets_deploy.errors import ArtifactError
+
+#: Key under which the card's JSON is stored in ONNX ``metadata_props``.
+ONNX_CARD_KEY = "symnets.card"
+
+RGB = tuple[float, float, float]
+
+
+def _package_version() -> str:
+    from symnets_deploy import __version__
+
+    return __version__
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    """What a deployed model predicts and how its input must be prepared.
+
+    Attributes:
+        class_names: labels in output index order (K entries).
+        input_size: side of the square center crop fed to the network, pixels.
+        resize_size: the shorter image side is resized to this before cropping, pixels.
+        mean: per-channel RGB mean in 0..1 units; the graph computes (x / 255 - mean) / std.
+        std: per-channel RGB std in 0..1 units.
+        backbone: backbone registry name, e.g. ``"efficientnet_lite0"``.
+        head: deployed classifier, a ``Head`` value.
+        method: ``"symnets"`` or ``"source-only"``.
+        source: source domain name; target: target domain name; dataset: dataset or preset name.
+        interpolation: resize filter name (PIL), ``"bilinear"``.
+        train_config: the resolved training config (plain JSON types).
+        metrics: final metrics, e.g. ``{"target_acc_ct": 0.93}``.
+        package_version: symnets-deploy version that wrote the card.
+        created: ISO-8601 UTC timestamp.
+    """
+
+    class_names: tuple[str, ...]
+    input_size: int
+    resize_size: int
+    mean: RGB
+    std: RGB
+    backbone: str
+    head: str = Head.ct.value
+    method: str = "symnets"
+    source: str = ""
+    target: str = ""
+    dataset: str = ""
+    interpolation: str = "bilinear"
+    train_config: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    package_version: str = field(default_factory=_package_version)
+    created: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "class_names", tuple(self.class_names))
+        object.__setattr__(self, "mean", tuple(float(v) for v in self.mean))
+        object.__setattr__(self, "std", tuple(float(v) for v in self.std))
+        problems = []
+        if not self.class_names:
+            problems.append("class_names is empty")
+        if len(set(self.class_names)) != len(self.class_names):
+            problems.append("class_names has duplicates")
+        if len(self.mean) != 3 or len(self.std) != 3:
+            problems.append("mean and std need 3 values")
+        elif any(not math.isfinite(s) or s <= 0 for s in self.std):
+            problems.append("std must be positive")
+        if self.input_size <= 0 or self.resize_size < self.input_size:
+            problems.append(f"need 0 < input_size <= resize_size, got {self.input_size}, {self.resize_size}")
+        if self.head not in {h.value for h in Head}:
+            problems.append(f"unknown head {self.head!r} (valid: {', '.join(h.value for h in Head)})")
+        if problems:
+            raise ArtifactError("invalid model card: " + "; ".join(problems))
+
+    @property
+    def num_classes(self) -> int:
+        """K, the number of classes."""
+        return len(self.class_names)
+
+    def replace(self, **changes: Any) -> "ModelCard":
+        """A copy with some fields changed (e.g. the deployed head)."""
+        return ModelCard.from_dict({**self.to_dict(), **changes})
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON types (tuples become lists)."""
+        data = asdict(self)
+        data["class_names"] = list(self.class_names)
+        data["mean"] = list(self.mean)
+        data["std"] = list(self.std)
+        return data
+
+    def to_json(self) -> str:
+        """Compact, key-sorted JSON: equal cards give equal strings."""
+        return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "ModelCard":
+        """Build a card, ignoring unknown keys (written by a newer version).
+
+        Raises:
+            ArtifactError: a required key is missing or a value is invalid.
+        """
+        if not isinstance(data, dict):
+            raise ArtifactError(f"invalid model card: expected a JSON object, got {type(data).__name__}")
+        known = {f.name for f in fields(cls)}
+        try:
+            return cls(**{k: v for k, v in data.items() if k in known})
+        except TypeError as exc:
+            raise ArtifactError(f"invalid model card: {exc}") from exc
+
+    @classmethod
+    def from_json(cls, text: str) -> "ModelCard":
+        """Parse a card from JSON text.
+
+        Raises:
+            ArtifactError: the text is not JSON or not a valid card.
+        """
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ArtifactError(f"invalid model card: not JSON ({exc})") from exc
+        return cls.from_dict(data)

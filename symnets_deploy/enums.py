@@ -1,0 +1,50 @@
+"""Every choice name the project accepts, defined once.
+
+Typer uses these Enums for ``choices=``, configs store their ``.value``, and no module spells
+a format, head or precision as a bare string of its own (timm's ``json-record(s)`` bug).
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+
+
+class Head(str, Enum):
+    """Which classifier of the SymNet an artifact deploys.
+
+    ``ct``: the target task classifier (paper default); ``cs``: the source task classifier;
+    ``paired``: softmax over all 2K outputs summed pairwise, q_k = p_k + p_{k+K} (eq. 10).
+    """
+
+    ct = "ct"
+    cs = "cs"
+    paired = "paired"
+
+
+class Precision(str, Enum):
+    """Numeric precision of an exported artifact (inputs and outputs stay float32)."""
+
+    fp32 = "fp32"
+    fp16 = "fp16"
+
+
+class ExportFormat(str, Enum):
+    """Artifact formats ``symnets export`` writes."""
+
+    onnx = "onnx"
+    trt = "trt"
+
+
+class Device(str, Enum):
+    """Where work runs; ``auto`` picks CUDA when present."""
+
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+class OutputFormat(str, Enum):
+    """Prediction file formats."""
+
+    csv = "csv"
+    jsonl = "jsonl"

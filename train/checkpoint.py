@@ -1,0 +1,81 @@
+"""Checkpoints (DESIGN.md section 2): plain types and tensors, atomic writes, weights_only loads."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from symnets_deploy.card import ModelCard
+from symnets_deploy.errors import ArtifactError
+from symnets_deploy.train.backbones import create_backbone, get_backbone
+from symnets_deploy.train.config import TrainConfig
+from symnets_deploy.train.model import SymNet
+
+CHECKPOINT_FORMAT = "symnets-checkpoint/1"
+
+
+def atomic_write(path: Path, write) -> None:
+    """Call ``write(tmp_path)`` then rename onto ``path``: readers never see half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
+    """Write a checkpoint atomically (temp file + rename)."""
+    atomic_write(path, lambda tmp: torch.save({"format": CHECKPOINT_FORMAT, **payload}, tmp))
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    """Read a checkpoint with ``weights_only=True`` (no pickle execution).
+
+    Raises:
+        ArtifactError: missing, unreadable or not a symnets checkpoint.
+    """
+    path = Path(path)
+    if path.is_dir():
+        path = path / "last.pt"
+    if not path.is_file():
+        raise ArtifactError(f"{path}: checkpoint not found")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises pickle, zip and runtime errors for bad files
+        raise ArtifactError(f"{path}: not a readable checkpoint ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise ArtifactError(f"{path}: not a symnets checkpoint (format {CHECKPOINT_FORMAT} expected)")
+    return ckpt
+
+
+def build_model(config: TrainConfig, num_classes: int, *, weights: Any = "config") -> SymNet:
+    """The network a config describes; ``weights=None`` skips pretrained loading (for restores)."""
+    spec = get_backbone(config.backbone)
+    backbone = create_backbone(config.backbone, config.weights if weights == "config" else weights, config.image_size)
+    return SymNet(backbone, spec.feat_dim, num_classes, spec.mean, spec.std, symmetric=config.method == "symnets")
+
+
+def model_from_checkpoint(path: Path) -> tuple[SymNet, ModelCard, TrainConfig]:
+    """Rebuild the trained network (eval mode, CPU) with its card and config.
+
+    Raises:
+        ArtifactError: the checkpoint is invalid or its weights do not fit its config.
+    """
+    ckpt = load_checkpoint(path)
+    card = ModelCard.from_dict(ckpt["card"])
+    config = TrainConfig.from_dict(ckpt["config"])
+    model = build_model(config, card.num_classes, weights=None)
+    try:
+        model.load_state_dict(ckpt["model"])
+    except RuntimeError as exc:
+        raise ArtifactError(f"{path}: weights do not match the model ({str(exc).splitlines()[0]})") from None
+    return model.eval(), card, config

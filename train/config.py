@@ -1,0 +1,90 @@
+"""TrainConfig: every training option once; CLI options map onto its fields one to one."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Optional
+
+from symnets_deploy.enums import Device, Head
+from symnets_deploy.errors import UsageError
+from symnets_deploy.train.backbones import PRETRAINED, get_backbone
+from symnets_deploy.train.losses import Ablation
+
+METHODS = ("symnets", "source-only")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """A training run, resolved (saved as ``config.json`` in the run folder).
+
+    Defaults follow the paper (section 4.1): head lr 0.01, G lr 10x lower, SGD momentum 0.9
+    (Nesterov), weight decay 1e-4, lr annealing alpha 10 / beta 0.75, lambda gamma 10.
+    """
+
+    source: str
+    target: str
+    data_root: str
+    dataset: Optional[str] = None
+    backbone: str = "efficientnet_lite0"
+    weights: Optional[str] = PRETRAINED
+    method: str = "symnets"
+    ablation: str = Ablation.none.value
+    head: str = Head.ct.value
+    iterations: int = 1000
+    batch_size: int = 32
+    lr: float = 0.01
+    backbone_lr_mult: Optional[float] = None
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    lr_alpha: float = 10.0
+    lr_beta: float = 0.75
+    lambda_gamma: float = 10.0
+    image_size: Optional[int] = None
+    device: str = Device.auto.value
+    seed: int = 0
+    out: str = "runs/latest"
+    eval_every: int = 0
+    checkpoint_every: int = 0
+    log_every: int = 10
+    eval_batch_size: int = 64
+    threads: int = 0
+
+    def __post_init__(self) -> None:
+        spec = get_backbone(self.backbone)
+        if self.weights == PRETRAINED and spec.weights is None:
+            object.__setattr__(self, "weights", None)  # a backbone without pretrained weights trains from scratch
+        if self.image_size is None:
+            object.__setattr__(self, "image_size", spec.input_size)
+        if self.backbone_lr_mult is None:
+            # Paper: pretrained G learns 10x slower than the head; a randomly initialised G must not.
+            object.__setattr__(self, "backbone_lr_mult", 0.1 if self.weights is not None else 1.0)
+        if self.method not in METHODS:
+            raise UsageError(f"unknown method {self.method!r} (valid: {', '.join(METHODS)})")
+        for name in ("ablation", "head", "device"):
+            enum = {"ablation": Ablation, "head": Head, "device": Device}[name]
+            value = getattr(self, name)
+            if value not in {e.value for e in enum}:
+                raise UsageError(f"unknown {name} {value!r} (valid: {', '.join(e.value for e in enum)})")
+        if self.method == "source-only" and self.ablation != Ablation.none.value:
+            raise UsageError("--ablation applies to --method symnets only")
+        for name in ("iterations", "batch_size", "image_size", "eval_batch_size"):
+            if getattr(self, name) <= 0:
+                raise UsageError(f"{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
+        for name in ("eval_every", "checkpoint_every", "log_every", "threads"):
+            if getattr(self, name) < 0:
+                raise UsageError(f"{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
+        if self.lr <= 0:
+            raise UsageError(f"lr must be positive, got {self.lr}")
+
+    @property
+    def eval_head(self) -> str:
+        """The classifier whose accuracy is 'the' result: Cs when Ct gets no supervision."""
+        return Head.cs.value if self.ablation == Ablation.no_ct_loss.value else self.head
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})

@@ -1,0 +1,240 @@
+"""Training data: domain folders, decoded-once image tensors, and stateless batch sampling.
+
+Each domain is decoded once into a uint8 tensor at the resize size (shorter side R), so an
+iteration only gathers a random S x S crop (and a flip) per image: the same code runs on a
+CPU tensor or on one resident on the GPU. Sampling is a pure function of (seed, iteration),
+which makes resume exact without saving sampler state.
+"""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+import torch
+
+from symnets_deploy.errors import ImageError, UsageError
+from symnets_deploy.preprocess import IMAGE_EXTENSIONS, PreprocessConfig, open_image, preprocess_image, resize_shorter
+from symnets_deploy.train.presets import PRESETS
+
+#: Longer sides beyond this multiple of the resize side are center-cropped in the cache,
+#: bounding memory for panoramas while keeping every crop position of ordinary photos.
+MAX_ASPECT = 2.0
+
+
+@dataclass(frozen=True)
+class Domain:
+    """One domain on disk: its folder, class list and (path, label) samples in sorted order."""
+
+    name: str
+    root: Path
+    class_names: tuple[str, ...]
+    samples: tuple[tuple[Path, int], ...]
+
+    @property
+    def labels(self) -> np.ndarray:
+        return np.array([label for _, label in self.samples], dtype=np.int64)
+
+
+def domain_dir(data_root: Path, domain: str) -> Path:
+    """``root/<domain>``, or ``root/<domain>/images`` as in the Office-31 archive."""
+    path = Path(data_root) / domain
+    nested = path / "images"
+    return nested if nested.is_dir() and not any(p.suffix.lower() in IMAGE_EXTENSIONS for p in path.iterdir() if p.is_file()) and _has_class_dirs(nested) else path
+
+
+def _has_class_dirs(path: Path) -> bool:
+    return any(p.is_dir() for p in path.iterdir())
+
+
+def scan_domain(data_root: Path, name: str) -> Domain:
+    """List a domain's class folders (sorted) and images (sorted per class).
+
+    Raises:
+        UsageError: the folder is missing or holds no class folder with images.
+    """
+    root = domain_dir(data_root, name)
+    if not root.is_dir():
+        available = sorted(p.name for p in Path(data_root).iterdir() if p.is_dir()) if Path(data_root).is_dir() else []
+        raise UsageError(f"{root}: domain folder not found (domains under {data_root}: {', '.join(available) or 'none'})")
+    class_names = tuple(sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")))
+    samples = []
+    for label, cls in enumerate(class_names):
+        for dirpath, dirnames, filenames in os.walk(root / cls):
+            dirnames.sort()
+            samples += [(Path(dirpath) / f, label) for f in sorted(filenames) if Path(f).suffix.lower() in IMAGE_EXTENSIONS]
+    if not samples:
+        raise UsageError(f"{root}: domain '{name}' has no images in <class>/<image> folders")
+    return Domain(name, root, class_names, tuple(samples))
+
+
+def load_domains(data_root: Path, source: str, target: str, preset: Optional[str] = None) -> tuple[Domain, Domain]:
+    """Scan source and target and check that they share one class list (and fit the preset).
+
+    Raises:
+        UsageError: missing/empty domain, different class folders, or a preset mismatch,
+            with the difference spelled out.
+    """
+    if not Path(data_root).is_dir():
+        raise UsageError(f"{data_root}: data root not found")
+    if source == target:
+        raise UsageError(f"source and target are the same domain ({source!r})")
+    spec = None
+    if preset is not None:
+        if preset not in PRESETS:
+            raise UsageError(f"unknown dataset preset {preset!r} (valid: {', '.join(sorted(PRESETS))})")
+        spec = PRESETS[preset]
+        for d in (source, target):
+            if d not in spec.domains:
+                raise UsageError(f"domain {d!r} is not part of {preset} (domains: {', '.join(spec.domains)})")
+    src, tgt = scan_domain(data_root, source), scan_domain(data_root, target)
+    if src.class_names != tgt.class_names:
+        raise UsageError(
+            f"{data_root}: source '{source}' and target '{target}' have different class folders: "
+            + _difference(src.class_names, tgt.class_names, source, target)
+        )
+    if spec is not None and spec.classes is not None and set(src.class_names) != set(spec.classes):
+        raise UsageError(f"{src.root}: class folders do not match preset {preset}: " + _difference(src.class_names, spec.classes, source, preset))
+    return src, tgt
+
+
+def _difference(a: Sequence[str], b: Sequence[str], name_a: str, name_b: str) -> str:
+    only_a, only_b = sorted(set(a) - set(b)), sorted(set(b) - set(a))
+    parts = [f"only in {name_a}: {', '.join(only_a)}" if only_a else "", f"only in {name_b}: {', '.join(only_b)}" if only_b else ""]
+    return "; ".join(p for p in parts if p)
+
+
+def train_resize(image_size: int) -> int:
+    """Resize side for a crop of ``image_size``: round(S * 256 / 224)."""
+    return round(image_size * 256 / 224)
+
+
+@dataclass
+class DecodedDomain:
+    """A domain decoded once: uint8 images [N,3,Hmax,Wmax] (top-left aligned), their (h, w), labels."""
+
+    images: torch.Tensor
+    sizes: torch.Tensor
+    labels: torch.Tensor
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    def to(self, device: torch.device | str) -> "DecodedDomain":
+        return DecodedDomain(self.images.to(device), self.sizes.to(device), self.labels.to(device))
+
+
+def _decode_resized(path: Path, resize: int) -> np.ndarray:
+    try:
+        img = resize_shorter(open_image(path, draft_size=resize), resize)
+    except ImageError as exc:
+        raise UsageError(f"cannot train on {exc}") from None
+    arr = np.array(img, dtype=np.uint8)
+    limit = int(resize * MAX_ASPECT)
+    h, w = arr.shape[:2]
+    top, left = max(0, (h - limit) // 2), max(0, (w - limit) // 2)
+    return arr[top : top + limit, left : left + limit]
+
+
+def decode_domain(domain: Domain, resize: int, threads: int = 0) -> DecodedDomain:
+    """Decode every image of ``domain`` with the shorter side resized to ``resize``.
+
+    Args:
+        threads: decoder threads (0: one per CPU core; Pillow releases the GIL while decoding).
+    """
+    workers = threads or os.cpu_count() or 1
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        arrays = list(pool.map(lambda s: _decode_resized(s[0], resize), domain.samples))
+    hmax, wmax = max(a.shape[0] for a in arrays), max(a.shape[1] for a in arrays)
+    images = torch.zeros((len(arrays), 3, hmax, wmax), dtype=torch.uint8)
+    for i, arr in enumerate(arrays):
+        images[i, :, : arr.shape[0], : arr.shape[1]] = torch.from_numpy(arr).permute(2, 0, 1)
+    sizes = torch.tensor([a.shape[:2] for a in arrays], dtype=torch.int64)
+    return DecodedDomain(images, sizes, torch.from_numpy(domain.labels))
+
+
+def decode_eval(domain: Domain, cfg: PreprocessConfig, threads: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """The whole domain through the runtime's evaluation preprocessing: uint8 [N,3,S,S], labels [N]."""
+    workers = threads or os.cpu_count() or 1
+
+    def one(sample: tuple[Path, int]) -> np.ndarray:
+        try:
+            return preprocess_image(sample[0], cfg)
+        except ImageError as exc:
+            raise UsageError(f"cannot evaluate on {exc}") from None
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        crops = list(pool.map(one, domain.samples))
+    images = torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).contiguous()
+    return images, torch.from_numpy(domain.labels)
+
+
+def _generator(*key: int) -> torch.Generator:
+    seed = 0
+    for k in key:
+        seed = (seed * 1_000_003 + int(k)) % (2**63 - 1)
+    return torch.Generator().manual_seed(seed)
+
+
+class BatchSampler:
+    """Independent shuffled streams of indices for one domain, as a pure function of the step.
+
+    Each pass over the domain is a fresh permutation (seeded by seed, stream, pass); the batch
+    of iteration i is positions [i*B, (i+1)*B) of the concatenated passes.
+    """
+
+    def __init__(self, size: int, batch_size: int, seed: int, stream: int) -> None:
+        self.size, self.batch_size, self.seed, self.stream = size, batch_size, seed, stream
+        self._cache: dict[int, torch.Tensor] = {}
+
+    def _permutation(self, epoch: int) -> torch.Tensor:
+        if epoch not in self._cache:
+            if len(self._cache) > 4:
+                self._cache.clear()
+            self._cache[epoch] = torch.randperm(self.size, generator=_generator(self.seed, self.stream, epoch))
+        return self._cache[epoch]
+
+    def indices(self, iteration: int) -> torch.Tensor:
+        start = iteration * self.batch_size
+        positions = range(start, start + self.batch_size)
+        return torch.stack([self._permutation(p // self.size)[p % self.size] for p in positions])
+
+
+def random_crop_flip(
+    images: torch.Tensor, sizes: torch.Tensor, index: torch.Tensor, crop: int, generator: torch.Generator
+) -> torch.Tensor:
+    """Training augmentation on a decoded domain: a random crop x crop window and a coin-flip mirror.
+
+    Args:
+        images: uint8 [N,3,Hmax,Wmax] on any device (images top-left aligned).
+        sizes: [N,2] valid (h, w) of each image; every side must be >= crop.
+        index: [B] images to take (CPU, int64).
+        crop: output side S.
+        generator: CPU generator for offsets and flips (so results do not depend on the device).
+
+    Returns:
+        uint8 [B,3,S,S] on ``images``' device.
+    """
+    device = images.device
+    h, w = sizes[index.to(sizes.device)].cpu().unbind(1)
+    u = torch.rand((3, len(index)), generator=generator)
+    top = (u[0] * (h - crop + 1)).long()
+    left = (u[1] * (w - crop + 1)).long()
+    flip = u[2] < 0.5
+    steps = torch.arange(crop)
+    rows = top[:, None] + steps
+    cols = left[:, None] + steps
+    cols = torch.where(flip[:, None], cols.flip(1), cols)
+    idx, rows, cols = (t.to(device, non_blocking=True) for t in (index, rows, cols))
+    # Advanced indexing with a slice in the middle yields [B, S, S, 3].
+    out = images[idx[:, None, None], :, rows[:, :, None], cols[:, None, :]]
+    return out.permute(0, 3, 1, 2).contiguous()
+
+
+def augmentation_generator(seed: int, iteration: int, stream: int) -> torch.Generator:
+    """The generator for one iteration's crops and flips of one domain."""
+    return _generator(seed, 1000 + stream, iteration)

@@ -1,0 +1,291 @@
+"""The training loop: plain and readable (torchvision reference style), one function per job.
+
+``train(config)`` adapts G and the head with the SymNets objective (eq. 11) or the source-only
+baseline, evaluates Cs and Ct on the whole target domain, and leaves ``last.pt``,
+``config.json``, ``metrics.jsonl`` and ``summary.json`` in ``config.out``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+import torch.nn.functional as F
+
+from symnets_deploy.card import ModelCard
+from symnets_deploy.enums import Device
+from symnets_deploy.errors import UsageError
+from symnets_deploy.preprocess import PreprocessConfig
+from symnets_deploy.train import data as D
+from symnets_deploy.train.backbones import get_backbone
+from symnets_deploy.train.checkpoint import atomic_write, build_model, load_checkpoint, save_checkpoint
+from symnets_deploy.train.config import TrainConfig
+from symnets_deploy.train.losses import classifier_loss, feature_loss
+from symnets_deploy.train.model import SymNet, deployed_logits
+from symnets_deploy.train.schedules import annealed_lr, confusion_weight, progress
+
+
+class Reporter:
+    """Receives progress; the CLI shows it with rich, library callers may ignore it."""
+
+    def stage(self, text: str) -> None: ...
+    def start(self, total: int, completed: int) -> None: ...
+    def advance(self, iteration: int, info: dict[str, Any]) -> None: ...
+    def stop(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What ``summary.json`` holds. Accuracies are fractions in 0..1 of the whole target domain."""
+
+    target_acc_ct: float
+    target_acc_cs: float
+    target_acc_paired: float
+    iterations: int
+    seconds: float
+    images_per_s: float
+    method: str
+    ablation: str
+    backbone: str
+    source: str
+    target: str
+    num_classes: int
+    target_images: int
+    device: str
+    out: str
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` picks CUDA when present; asking for CUDA without one is a usage error."""
+    if name == Device.cuda.value and not torch.cuda.is_available():
+        raise UsageError("--device cuda was asked for, but torch sees no CUDA GPU")
+    if name == Device.cpu.value or not torch.cuda.is_available():
+        return torch.device("cpu")
+    return torch.device("cuda")
+
+
+def make_card(config: TrainConfig, class_names: tuple[str, ...], metrics: dict[str, Any] | None = None) -> ModelCard:
+    """The card every artifact of this run carries, built from the backbone spec (one place)."""
+    spec = get_backbone(config.backbone)
+    return ModelCard(
+        class_names=class_names, input_size=config.image_size, resize_size=D.train_resize(config.image_size),
+        mean=spec.mean, std=spec.std, backbone=spec.name, head=config.eval_head, method=config.method,
+        source=config.source, target=config.target, dataset=config.dataset or Path(config.data_root).name,
+        interpolation=spec.interpolation, train_config=config.to_dict(), metrics=metrics or {},
+    )
+
+
+def make_optimizer(model: SymNet, config: TrainConfig) -> torch.optim.SGD:
+    """SGD with two groups: head at lr, G at lr * backbone_lr_mult (paper 4.1)."""
+    groups = [
+        {"params": model.head_parameters(), "lr0": config.lr},
+        {"params": model.backbone_parameters(), "lr0": config.lr * config.backbone_lr_mult},
+    ]
+    for g in groups:
+        g["lr"] = g["lr0"]
+    return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, nesterov=config.momentum > 0, weight_decay=config.weight_decay)
+
+
+def training_step(model: SymNet, x_s: torch.Tensor, y_s: torch.Tensor, x_t: Optional[torch.Tensor], lam: float, config: TrainConfig) -> dict[str, torch.Tensor]:
+    """Forward and backward of one iteration; returns the detached loss terms.
+
+    SymNets: the classifier loss sees detached features (so it reaches the head only), the
+    feature loss sees detached head weights (so it reaches G only); one backward of their sum
+    fills disjoint gradients. Source and target go through G in separate passes (per-domain BN).
+    """
+    if config.method == "source-only":
+        loss = F.cross_entropy(model(x_s).float(), y_s)
+        loss.backward()
+        return {"source_task": loss.detach(), "total": loss.detach()}
+    f_s, f_t = model.features(x_s), model.features(x_t)
+    cls = classifier_loss(model.head(f_s.detach()).float(), model.head(f_t.detach()).float(), y_s, config.ablation)
+    feat = feature_loss(model.classify_frozen(f_s).float(), model.classify_frozen(f_t).float(), y_s, lam, config.ablation)
+    (cls["total"] + feat["total"]).backward()
+    terms = {f"cls_{k}": v.detach() for k, v in cls.items()}
+    terms.update({f"feat_{k}": v.detach() for k, v in feat.items()})
+    return terms
+
+
+@torch.no_grad()
+def evaluate(model: SymNet, images: torch.Tensor, labels: torch.Tensor, batch_size: int, device: torch.device) -> dict[str, float]:
+    """Accuracy of Cs, Ct and the paired head on a whole (center-cropped) domain, in 0..1."""
+    was_training = model.training
+    model.eval()
+    correct = {"cs": 0, "ct": 0, "paired": 0}
+    k = model.num_classes
+    for start in range(0, len(images), batch_size):
+        x = images[start : start + batch_size].to(device, non_blocking=True).float()
+        y = labels[start : start + batch_size].to(device)
+        with _autocast(device):
+            logits = model(x).float()
+        for head in correct:
+            correct[head] += int((deployed_logits(logits, head, k).argmax(1) == y).sum())
+    model.train(was_training)
+    return {f"acc_{h}": c / len(images) for h, c in correct.items()}
+
+
+def _autocast(device: torch.device):
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def _rng_state() -> dict[str, Any]:
+    return {"torch": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+
+
+def _restore_rng(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    if state.get("cuda") and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class _MetricsLog:
+    """``metrics.jsonl``: one JSON object per line, truncated to the resume point on resume."""
+
+    def __init__(self, path: Path, resume_at: int) -> None:
+        self.path = path
+        kept = []
+        if resume_at and path.exists():
+            kept = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line).get("iteration", 0) <= resume_at]
+        path.write_text("".join(line + "\n" for line in kept))
+
+    def write(self, record: dict[str, Any]) -> None:
+        with self.path.open("a") as fh:
+            fh.write(json.dumps(record) + "\n")
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(data, indent=2) + "\n"))
+
+
+def train(config: TrainConfig, reporter: Optional[Reporter] = None, *, resume: bool = False, stop_at: Optional[int] = None) -> TrainResult:
+    """Run (or continue) a training described by ``config``.
+
+    Args:
+        config: the resolved config; ``config.out`` is the run folder.
+        reporter: progress sink (None: silent).
+        resume: continue from ``config.out/last.pt`` at its exact iteration, schedules and RNG.
+        stop_at: stop (with a checkpoint) after this many iterations, as an interruption would.
+
+    Returns:
+        The final summary (also written to ``summary.json``).
+
+    Raises:
+        UsageError: bad data or device; ArtifactError: unreadable checkpoint on resume.
+    """
+    reporter = reporter or Reporter()
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    device = resolve_device(config.device)
+    torch.manual_seed(config.seed)
+
+    reporter.stage("scanning domains")
+    source, target = D.load_domains(Path(config.data_root), config.source, config.target, config.dataset)
+    K = len(source.class_names)
+    model = build_model(config, K).to(device)
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = make_optimizer(model, config)
+    start = 0
+    if resume:
+        ckpt = load_checkpoint(out / "last.pt")
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        start = int(ckpt["iteration"])
+        _restore_rng(ckpt["rng"])
+    _write_json(out / "config.json", config.to_dict())
+    log = _MetricsLog(out / "metrics.jsonl", start)
+
+    reporter.stage(f"decoding {len(source.samples)} source and {len(target.samples)} target images")
+    resize = D.train_resize(config.image_size)
+    src_data = D.decode_domain(source, resize, config.threads).to(device)
+    tgt_data = D.decode_domain(target, resize, config.threads).to(device) if config.method == "symnets" else None
+    eval_images, eval_labels = D.decode_eval(target, PreprocessConfig(resize, config.image_size, get_backbone(config.backbone).interpolation), config.threads)
+    samplers = [D.BatchSampler(len(source.samples), config.batch_size, config.seed, 0), D.BatchSampler(len(target.samples), config.batch_size, config.seed, 1)]
+
+    def batch(stream: int, it: int, decoded: D.DecodedDomain) -> tuple[torch.Tensor, torch.Tensor]:
+        idx = samplers[stream].indices(it)
+        x = D.random_crop_flip(decoded.images, decoded.sizes, idx, config.image_size, D.augmentation_generator(config.seed, it, stream))
+        x = x.float()
+        if device.type == "cuda":
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x, decoded.labels[idx.to(decoded.labels.device)]
+
+    def checkpoint(iteration: int, metrics: dict[str, Any]) -> None:
+        save_checkpoint(out / "last.pt", {
+            "model": model.state_dict(), "optimizer": optimizer.state_dict(), "iteration": iteration,
+            "rng": _rng_state(), "card": make_card(config, source.class_names, metrics).to_dict(), "config": config.to_dict(),
+        })
+
+    images_per_iter = config.batch_size * (2 if config.method == "symnets" else 1)
+    end = config.iterations if stop_at is None else min(config.iterations, stop_at)
+    model.train()
+    reporter.start(config.iterations, start)
+    t0, window_t, window_start = time.perf_counter(), time.perf_counter(), start
+    sums: dict[str, torch.Tensor] = {}
+    eval_metrics: dict[str, float] = {}
+    for it in range(start, end):
+        p = progress(it, config.iterations)
+        lam = confusion_weight(p, config.lambda_gamma)
+        for group in optimizer.param_groups:
+            group["lr"] = annealed_lr(group["lr0"], p, config.lr_alpha, config.lr_beta)
+        x_s, y_s = batch(0, it, src_data)
+        x_t = batch(1, it, tgt_data)[0] if tgt_data is not None else None
+        optimizer.zero_grad(set_to_none=True)
+        with _autocast(device):
+            terms = training_step(model, x_s, y_s, x_t, lam, config)
+        optimizer.step()
+        for k, v in terms.items():
+            sums[k] = sums.get(k, 0) + v
+        done = it + 1
+        if done % max(1, config.log_every) == 0 or done == end:
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            now = time.perf_counter()
+            n = done - window_start
+            record = {"iteration": done, "lambda": lam, "lr_head": optimizer.param_groups[0]["lr"], "lr_backbone": optimizer.param_groups[1]["lr"]}
+            record.update({k: float(v) / n for k, v in sums.items()})
+            record["images_per_s"] = n * images_per_iter / max(now - window_t, 1e-9)
+            log.write(record)
+            reporter.advance(done, record)
+            sums, window_t, window_start = {}, now, done
+        if config.eval_every and done % config.eval_every == 0 and done != config.iterations:
+            eval_metrics = evaluate(model, eval_images, eval_labels, config.eval_batch_size, device)
+            log.write({"iteration": done, **eval_metrics})
+            reporter.advance(done, eval_metrics)
+        if config.checkpoint_every and done % config.checkpoint_every == 0 and done != end:
+            checkpoint(done, {})
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    seconds = time.perf_counter() - t0
+    if end < config.iterations:
+        checkpoint(end, {})
+        reporter.stop()
+        return _summary(config, eval_metrics, end - start, seconds, images_per_iter, K, len(target.samples), device, out, write=False)
+
+    reporter.stage("evaluating on the whole target domain")
+    eval_metrics = evaluate(model, eval_images, eval_labels, config.eval_batch_size, device)
+    log.write({"iteration": end, **eval_metrics})
+    result = _summary(config, eval_metrics, end - start, seconds, images_per_iter, K, len(target.samples), device, out, write=True)
+    checkpoint(end, {"target_acc_ct": result.target_acc_ct, "target_acc_cs": result.target_acc_cs})
+    reporter.stop()
+    return result
+
+
+def _summary(config, metrics, iterations, seconds, images_per_iter, K, n_target, device, out, *, write) -> TrainResult:
+    result = TrainResult(
+        target_acc_ct=metrics.get("acc_ct", float("nan")), target_acc_cs=metrics.get("acc_cs", float("nan")),
+        target_acc_paired=metrics.get("acc_paired", float("nan")), iterations=config.iterations, seconds=round(seconds, 3),
+        images_per_s=round(iterations * images_per_iter / max(seconds, 1e-9), 2), method=config.method, ablation=config.ablation,
+        backbone=config.backbone, source=config.source, target=config.target, num_classes=K, target_images=n_target,
+        device=str(device), out=str(out),
+    )
+    if write:
+        _write_json(out / "summary.json", asdict(result))
+    return result
