@@ -37,6 +37,8 @@ def train(
     checkpoint_every: int = typer.Option(0, help="Write last.pt every N iterations (0: only at the end)."),
     log_every: int = typer.Option(10, help="Write a metrics.jsonl record every N iterations."),
     threads: int = typer.Option(0, help="Image decoding threads (0: one per CPU core)."),
+    cache: bool = typer.Option(True, help="Keep decoded domains on disk so the next run skips decoding (invalidated when any file changes)."),
+    cache_dir: Optional[Path] = typer.Option(None, help="Decoded-image cache folder (default: $SYMNETS_CACHE_DIR or ~/.cache/symnets-deploy/decoded)."),
 ) -> None:
     """Train a SymNet (or the source-only baseline) and write the run folder."""
     from symnets_deploy.cli.progress import TrainProgress, console
@@ -56,7 +58,7 @@ def train(
             weights=str(weights) if weights else "imagenet", method=method, ablation=ablation, head=head.value,
             iterations=iterations, batch_size=batch_size, lr=lr, backbone_lr_mult=backbone_lr_mult, image_size=image_size,
             device=device.value, seed=seed, out=str(out), eval_every=eval_every, checkpoint_every=checkpoint_every,
-            log_every=log_every, threads=threads,
+            log_every=log_every, threads=threads, cache=cache, cache_dir=str(cache_dir) if cache_dir else None,
         )
     result = run_training(config, TrainProgress(), resume=resume is not None)
     typer.echo(

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from symnets_deploy.atomic import atomic_write  # noqa: F401  (re-exported for callers)
 from symnets_deploy.card import ModelCard
 from symnets_deploy.errors import ArtifactError
 from symnets_deploy.train.backbones import create_backbone, get_backbone
@@ -16,20 +15,6 @@ from symnets_deploy.train.config import TrainConfig
 from symnets_deploy.train.model import SymNet
 
 CHECKPOINT_FORMAT = "symnets-checkpoint/1"
-
-
-def atomic_write(path: Path, write) -> None:
-    """Call ``write(tmp_path)`` then rename onto ``path``: readers never see half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:

@@ -48,6 +48,8 @@ class TrainConfig:
     log_every: int = 10
     eval_batch_size: int = 64
     threads: int = 0
+    cache: bool = True
+    cache_dir: Optional[str] = None
 
     def __post_init__(self) -> None:
         spec = get_backbone(self.backbone)

@@ -125,7 +125,8 @@ class DecodedDomain:
         return self.images.shape[0]
 
     def to(self, device: torch.device | str) -> "DecodedDomain":
-        return DecodedDomain(self.images.to(device), self.sizes.to(device), self.labels.to(device))
+        """Images and labels to ``device``; sizes stay on the CPU (read per batch without a sync)."""
+        return DecodedDomain(self.images.to(device), self.sizes, self.labels.to(device))
 
 
 def _decode_resized(path: Path, resize: int) -> np.ndarray:
@@ -199,9 +200,14 @@ class BatchSampler:
         return self._cache[epoch]
 
     def indices(self, iteration: int) -> torch.Tensor:
-        start = iteration * self.batch_size
-        positions = range(start, start + self.batch_size)
-        return torch.stack([self._permutation(p // self.size)[p % self.size] for p in positions])
+        """[B] int64 CPU indices of iteration ``iteration``."""
+        positions = torch.arange(iteration * self.batch_size, (iteration + 1) * self.batch_size)
+        epochs, offsets = positions // self.size, positions % self.size
+        out = torch.empty_like(positions)
+        for epoch in torch.unique(epochs).tolist():
+            mask = epochs == epoch
+            out[mask] = self._permutation(epoch)[offsets[mask]]
+        return out
 
 
 def random_crop_flip(
@@ -211,7 +217,7 @@ def random_crop_flip(
 
     Args:
         images: uint8 [N,3,Hmax,Wmax] on any device (images top-left aligned).
-        sizes: [N,2] valid (h, w) of each image; every side must be >= crop.
+        sizes: [N,2] valid (h, w) of each image on the CPU; every side must be >= crop.
         index: [B] images to take (CPU, int64).
         crop: output side S.
         generator: CPU generator for offsets and flips (so results do not depend on the device).
@@ -220,7 +226,7 @@ def random_crop_flip(
         uint8 [B,3,S,S] on ``images``' device.
     """
     device = images.device
-    h, w = sizes[index.to(sizes.device)].cpu().unbind(1)
+    h, w = sizes[index].unbind(1)
     u = torch.rand((3, len(index)), generator=generator)
     top = (u[0] * (h - crop + 1)).long()
     left = (u[1] * (w - crop + 1)).long()

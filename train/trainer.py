@@ -7,7 +7,6 @@ baseline, evaluates Cs and Ct on the whole target domain, and leaves ``last.pt``
 
 from __future__ import annotations
 
-import contextlib
 import json
 import time
 from dataclasses import asdict, dataclass
@@ -23,10 +22,13 @@ from symnets_deploy.errors import UsageError
 from symnets_deploy.preprocess import PreprocessConfig
 from symnets_deploy.train import data as D
 from symnets_deploy.train.backbones import get_backbone
-from symnets_deploy.train.checkpoint import atomic_write, build_model, load_checkpoint, save_checkpoint
+from symnets_deploy.atomic import atomic_write
+from symnets_deploy.train.cache import default_cache_dir, load_or_decode
+from symnets_deploy.train.checkpoint import build_model, load_checkpoint, save_checkpoint
 from symnets_deploy.train.config import TrainConfig
 from symnets_deploy.train.losses import classifier_loss, feature_loss
 from symnets_deploy.train.model import SymNet, deployed_logits
+from symnets_deploy.train.placement import DataPath, select_data_path
 from symnets_deploy.train.schedules import annealed_lr, confusion_weight, progress
 
 
@@ -112,27 +114,22 @@ def training_step(model: SymNet, x_s: torch.Tensor, y_s: torch.Tensor, x_t: Opti
 
 
 @torch.no_grad()
-def evaluate(model: SymNet, images: torch.Tensor, labels: torch.Tensor, batch_size: int, device: torch.device) -> dict[str, float]:
+def evaluate(model: SymNet, images: torch.Tensor, labels: torch.Tensor, batch_size: int, placement: DataPath) -> dict[str, float]:
     """Accuracy of Cs, Ct and the paired head on a whole (center-cropped) domain, in 0..1."""
     was_training = model.training
     model.eval()
     correct = {"cs": 0, "ct": 0, "paired": 0}
     k = model.num_classes
     for start in range(0, len(images), batch_size):
-        x = images[start : start + batch_size].to(device, non_blocking=True).float()
-        y = labels[start : start + batch_size].to(device)
-        with _autocast(device):
+        x = images[start : start + batch_size].to(placement.device, non_blocking=True).float()
+        x = x.contiguous(memory_format=placement.memory_format())
+        y = labels[start : start + batch_size].to(placement.device)
+        with placement.autocast():
             logits = model(x).float()
         for head in correct:
             correct[head] += int((deployed_logits(logits, head, k).argmax(1) == y).sum())
     model.train(was_training)
     return {f"acc_{h}": c / len(images) for h, c in correct.items()}
-
-
-def _autocast(device: torch.device):
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
 
 
 def _rng_state() -> dict[str, Any]:
@@ -183,14 +180,15 @@ def train(config: TrainConfig, reporter: Optional[Reporter] = None, *, resume: b
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     device = resolve_device(config.device)
+    placement = select_data_path(device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed shapes every iteration: autotune once
     torch.manual_seed(config.seed)
 
     reporter.stage("scanning domains")
     source, target = D.load_domains(Path(config.data_root), config.source, config.target, config.dataset)
     K = len(source.class_names)
-    model = build_model(config, K).to(device)
-    if device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
+    model = build_model(config, K).to(device, memory_format=placement.memory_format())
     optimizer = make_optimizer(model, config)
     start = 0
     if resume:
@@ -202,20 +200,18 @@ def train(config: TrainConfig, reporter: Optional[Reporter] = None, *, resume: b
     _write_json(out / "config.json", config.to_dict())
     log = _MetricsLog(out / "metrics.jsonl", start)
 
-    reporter.stage(f"decoding {len(source.samples)} source and {len(target.samples)} target images")
+    reporter.stage(f"decoding {len(source.samples)} source and {len(target.samples)} target images ({placement.name} data path)")
     resize = D.train_resize(config.image_size)
-    src_data = D.decode_domain(source, resize, config.threads).to(device)
-    tgt_data = D.decode_domain(target, resize, config.threads).to(device) if config.method == "symnets" else None
+    cache_dir = (Path(config.cache_dir) if config.cache_dir else default_cache_dir()) if config.cache else None
+    src_data = load_or_decode(source, resize, threads=config.threads, cache_dir=cache_dir)[0].to(device)
+    tgt_data = load_or_decode(target, resize, threads=config.threads, cache_dir=cache_dir)[0].to(device) if config.method == "symnets" else None
     eval_images, eval_labels = D.decode_eval(target, PreprocessConfig(resize, config.image_size, get_backbone(config.backbone).interpolation), config.threads)
     samplers = [D.BatchSampler(len(source.samples), config.batch_size, config.seed, 0), D.BatchSampler(len(target.samples), config.batch_size, config.seed, 1)]
 
     def batch(stream: int, it: int, decoded: D.DecodedDomain) -> tuple[torch.Tensor, torch.Tensor]:
         idx = samplers[stream].indices(it)
         x = D.random_crop_flip(decoded.images, decoded.sizes, idx, config.image_size, D.augmentation_generator(config.seed, it, stream))
-        x = x.float()
-        if device.type == "cuda":
-            x = x.contiguous(memory_format=torch.channels_last)
-        return x, decoded.labels[idx.to(decoded.labels.device)]
+        return x.float().contiguous(memory_format=placement.memory_format()), decoded.labels[idx.to(decoded.labels.device)]
 
     def checkpoint(iteration: int, metrics: dict[str, Any]) -> None:
         save_checkpoint(out / "last.pt", {
@@ -238,7 +234,7 @@ def train(config: TrainConfig, reporter: Optional[Reporter] = None, *, resume: b
         x_s, y_s = batch(0, it, src_data)
         x_t = batch(1, it, tgt_data)[0] if tgt_data is not None else None
         optimizer.zero_grad(set_to_none=True)
-        with _autocast(device):
+        with placement.autocast():
             terms = training_step(model, x_s, y_s, x_t, lam, config)
         optimizer.step()
         for k, v in terms.items():
@@ -256,7 +252,7 @@ def train(config: TrainConfig, reporter: Optional[Reporter] = None, *, resume: b
             reporter.advance(done, record)
             sums, window_t, window_start = {}, now, done
         if config.eval_every and done % config.eval_every == 0 and done != config.iterations:
-            eval_metrics = evaluate(model, eval_images, eval_labels, config.eval_batch_size, device)
+            eval_metrics = evaluate(model, eval_images, eval_labels, config.eval_batch_size, placement)
             log.write({"iteration": done, **eval_metrics})
             reporter.advance(done, eval_metrics)
         if config.checkpoint_every and done % config.checkpoint_every == 0 and done != end:
@@ -270,7 +266,7 @@ def train(config: TrainConfig, reporter: Optional[Reporter] = None, *, resume: b
         return _summary(config, eval_metrics, end - start, seconds, images_per_iter, K, len(target.samples), device, out, write=False)
 
     reporter.stage("evaluating on the whole target domain")
-    eval_metrics = evaluate(model, eval_images, eval_labels, config.eval_batch_size, device)
+    eval_metrics = evaluate(model, eval_images, eval_labels, config.eval_batch_size, placement)
     log.write({"iteration": end, **eval_metrics})
     result = _summary(config, eval_metrics, end - start, seconds, images_per_iter, K, len(target.samples), device, out, write=True)
     checkpoint(end, {"target_acc_ct": result.target_acc_ct, "target_acc_cs": result.target_acc_cs})

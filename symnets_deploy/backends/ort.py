@@ -1,0 +1,205 @@
+"""ONNX Runtime backend: CPU everywhere; CUDA and TensorRT execution providers with onnxruntime-gpu."""
+
+from __future__ import annotations
+
+import os
+from enum import Enum
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+
+from symnets_deploy._optional import require
+from symnets_deploy.backends.base import INPUT_NAME, OUTPUT_NAMES, Backend, BatchLimits, TensorSpec
+from symnets_deploy.card import ONNX_CARD_KEY, ModelCard
+from symnets_deploy.enums import Device
+from symnets_deploy.errors import ArtifactError, MissingDependencyError, UsageError
+
+
+class Provider(str, Enum):
+    """ONNX Runtime execution providers ``--provider`` accepts, in preference order."""
+
+    tensorrt = "tensorrt"
+    cuda = "cuda"
+    cpu = "cpu"
+
+
+#: Short provider name -> ONNX Runtime's name, in preference order (TensorRT, CUDA, CPU).
+PROVIDERS = {
+    Provider.tensorrt: "TensorrtExecutionProvider",
+    Provider.cuda: "CUDAExecutionProvider",
+    Provider.cpu: "CPUExecutionProvider",
+}
+_GPU_PROVIDERS = (Provider.tensorrt, Provider.cuda)
+
+
+def _ort(extra: str = "cpu"):
+    return require("onnxruntime", extra=extra, purpose="running an ONNX model")
+
+
+def select_providers(device: Device | str, provider: Optional[Provider | str], available: Sequence[str]) -> list[str]:
+    """ONNX Runtime provider names for a device/provider request, best first.
+
+    The chosen provider comes first and the available ones after it in preference order
+    follow, so operators it lacks fall back (TensorRT -> CUDA -> CPU), as ONNX Runtime intends.
+
+    Args:
+        device: ``auto`` (every available provider), ``cpu`` or ``cuda`` (TensorRT or CUDA).
+        provider: an explicit ``Provider`` (or its name); None lets ``device`` decide.
+        available: ``onnxruntime.get_available_providers()``.
+
+    Returns:
+        Provider names, e.g. ``["CUDAExecutionProvider", "CPUExecutionProvider"]``.
+
+    Raises:
+        UsageError: unknown provider name, or a provider that contradicts ``device``.
+        MissingDependencyError: a GPU provider was asked for but this onnxruntime lacks it
+            (``pip install 'symnets-deploy[gpu]'``).
+    """
+    device = Device(device)
+    order = [p for p in PROVIDERS if PROVIDERS[p] in available]
+    install_gpu = "pip install 'symnets-deploy[gpu]' (onnxruntime-gpu, in place of onnxruntime)"
+    if provider is not None:
+        try:
+            provider = Provider(str(getattr(provider, "value", provider)).lower())
+        except ValueError:
+            raise UsageError(f"unknown provider {provider!r} (valid: {', '.join(p.value for p in Provider)})") from None
+        if device is not Device.auto and (device is Device.cpu) != (provider is Provider.cpu):
+            raise UsageError(f"--provider {provider.value} contradicts --device {device.value}")
+        if provider not in order:
+            raise MissingDependencyError(f"the {provider.value} execution provider is not in this onnxruntime (available: {', '.join(available)}): {install_gpu}")
+        wanted = order[order.index(provider):]
+    elif device is Device.cpu:
+        wanted = [Provider.cpu]
+    elif device is Device.cuda:
+        wanted = order
+        if not any(p in order for p in _GPU_PROVIDERS):
+            raise MissingDependencyError(f"--device cuda needs a GPU build of onnxruntime (available: {', '.join(available)}): {install_gpu}")
+    else:
+        wanted = order
+    return [PROVIDERS[p] for p in wanted]
+
+
+def _cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "symnets" / "ort_tensorrt"
+
+
+class OrtBackend(Backend):
+    """Runs an exported ``.onnx`` (card in ``metadata_props``) with ONNX Runtime.
+
+    Args:
+        path: the ONNX file: input ``images`` float32 [N,3,H,W] RGB 0..255, outputs
+            ``logits`` and ``probs`` float32 [N,K].
+        device: ``auto`` (TensorRT, CUDA, CPU as available), ``cpu`` or ``cuda``.
+        provider: an explicit ``Provider`` that overrides ``device``'s choice.
+        threads: intra-op threads (0: ONNX Runtime's default, one per physical core).
+        io_binding: bind inputs/outputs to the provider's device before each run; None turns
+            it on exactly when the first provider is a GPU one.
+
+    Raises (on ``activate``):
+        UsageError: the file does not exist, or an impossible provider request.
+        MissingDependencyError: onnxruntime (or its GPU build) is not installed.
+        ArtifactError: ONNX Runtime cannot load the file or its I/O is not the contract's.
+    """
+
+    name = "onnxruntime"
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        device: Device | str = Device.auto,
+        provider: Optional[Provider | str] = None,
+        threads: int = 0,
+        io_binding: Optional[bool] = None,
+    ) -> None:
+        super().__init__()
+        self.path = Path(path)
+        self.device = Device(device)
+        self.provider = provider
+        self.threads = threads
+        self.io_binding = io_binding
+        self.session = None
+        self._binding_device = "cpu"
+
+    def _activate_impl(self) -> None:
+        ort = _ort("gpu" if self.device is Device.cuda else "cpu")
+        if not self.path.is_file():
+            raise UsageError(f"{self.path}: model file not found")
+        providers = select_providers(self.device, self.provider, ort.get_available_providers())
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.log_severity_level = 3
+        options.inter_op_num_threads = 1
+        if self.threads:
+            options.intra_op_num_threads = self.threads
+        # Spinning workers burn the cores that the decoding threads need between runs.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        provider_options = [self._provider_options(p) for p in providers]
+        try:
+            self.session = ort.InferenceSession(
+                os.fspath(self.path), sess_options=options, providers=providers, provider_options=provider_options
+            )
+        except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph/... types
+            raise ArtifactError(f"{self.path}: ONNX Runtime cannot load it ({' '.join(str(exc).split())[:300]})") from None
+        names = [i.name for i in self.session.get_inputs()]
+        outputs = [o.name for o in self.session.get_outputs()]
+        if names != [INPUT_NAME] or not set(OUTPUT_NAMES) <= set(outputs):
+            raise ArtifactError(f"{self.path}: expected input {INPUT_NAME!r} and outputs {OUTPUT_NAMES}, found {names} -> {outputs}")
+        first = self.session.get_providers()[0]
+        on_gpu = first in (PROVIDERS[Provider.tensorrt], PROVIDERS[Provider.cuda])
+        self._binding_device = "cuda" if on_gpu else "cpu"
+        if self.io_binding is None:
+            self.io_binding = on_gpu
+
+    @staticmethod
+    def _provider_options(name: str) -> dict[str, str]:
+        if name != PROVIDERS[Provider.tensorrt]:
+            return {}
+        # Building a TensorRT engine takes minutes; cache it (one per input shape, which is why
+        # this provider gets fixed-size batches).
+        cache = _cache_dir()
+        cache.mkdir(parents=True, exist_ok=True)
+        return {"trt_engine_cache_enable": "True", "trt_engine_cache_path": str(cache), "trt_timing_cache_enable": "True"}
+
+    def _deactivate_impl(self) -> None:
+        self.session = None
+
+    def _card_impl(self) -> ModelCard:
+        meta = self.session.get_modelmeta().custom_metadata_map
+        if ONNX_CARD_KEY not in meta:
+            raise ArtifactError(f"{self.path}: no model card (metadata key {ONNX_CARD_KEY!r}); was it exported by symnets?")
+        try:
+            return ModelCard.from_json(meta[ONNX_CARD_KEY])
+        except ArtifactError as exc:
+            raise ArtifactError(f"{self.path}: {exc}") from None
+
+    def _input_spec_impl(self) -> TensorSpec:
+        inp = self.session.get_inputs()[0]
+        shape = tuple(d if isinstance(d, int) else None for d in inp.shape)
+        return TensorSpec(inp.name, shape, "float32")
+
+    def _batch_limits_impl(self) -> BatchLimits:
+        limits = super()._batch_limits_impl()
+        if self.session.get_providers()[0] == PROVIDERS[Provider.tensorrt]:
+            return BatchLimits(limits.min, limits.max, fixed=True)
+        return limits
+
+    def _infer_impl(self, images: np.ndarray) -> dict[str, np.ndarray]:
+        if not self.io_binding:
+            logits, probs = self.session.run(list(OUTPUT_NAMES), {INPUT_NAME: images})
+            return {"logits": logits, "probs": probs}
+        binding = self.session.io_binding()
+        binding.bind_cpu_input(INPUT_NAME, images)  # one host-to-device copy, done here
+        for name in OUTPUT_NAMES:
+            binding.bind_output(name, self._binding_device)
+        self.session.run_with_iobinding(binding)
+        logits, probs = binding.copy_outputs_to_cpu()
+        return {"logits": logits, "probs": probs}
+
+    @property
+    def providers(self) -> list[str]:
+        """Providers the active session uses, best first."""
+        self.activate()
+        return list(self.session.get_providers())

@@ -1,0 +1,74 @@
+"""On-disk cache of decoded domains, so a second run skips JPEG decoding.
+
+The key hashes every file's relative path, label, size and mtime plus the resize side, so
+any changed, added or removed image gives a new key; the stale entry of the same folder is
+deleted when the new one is written.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+
+from symnets_deploy.atomic import atomic_write
+from symnets_deploy.train.data import MAX_ASPECT, DecodedDomain, Domain, decode_domain
+
+#: Bump when the decoded layout changes, so old caches are never misread.
+CACHE_FORMAT = 1
+
+
+def default_cache_dir() -> Path:
+    """``$SYMNETS_CACHE_DIR``, else ``~/.cache/symnets-deploy/decoded``."""
+    env = os.environ.get("SYMNETS_CACHE_DIR")
+    return Path(env) if env else Path.home() / ".cache" / "symnets-deploy" / "decoded"
+
+
+def cache_key(domain: Domain, resize: int) -> str:
+    """sha256 over the format, resize, aspect cap and every (path, label, size, mtime)."""
+    h = hashlib.sha256(f"{CACHE_FORMAT}|{resize}|{MAX_ASPECT}".encode())
+    for path, label in domain.samples:
+        st = path.stat()
+        h.update(f"|{path.relative_to(domain.root)}|{label}|{st.st_size}|{st.st_mtime_ns}".encode())
+    return h.hexdigest()
+
+
+def cache_file(domain: Domain, resize: int, cache_dir: Path) -> Path:
+    """``<cache_dir>/<folder hash>-<key>.npz``: one live entry per domain folder."""
+    folder = hashlib.sha256(str(domain.root.resolve()).encode()).hexdigest()[:16]
+    return Path(cache_dir) / f"{domain.name}-{folder}-{cache_key(domain, resize)[:32]}.npz"
+
+
+def load_or_decode(domain: Domain, resize: int, *, threads: int = 0, cache_dir: Optional[Path] = None) -> tuple[DecodedDomain, bool]:
+    """The decoded domain, from the cache when its key matches, else decoded and cached.
+
+    Args:
+        cache_dir: cache folder; None disables caching.
+
+    Returns:
+        (decoded domain on the CPU, whether it came from the cache).
+    """
+    if cache_dir is None:
+        return decode_domain(domain, resize, threads), False
+    path = cache_file(domain, resize, cache_dir)
+    if path.is_file():
+        try:
+            with np.load(path) as f:
+                return DecodedDomain(torch.from_numpy(f["images"]), torch.from_numpy(f["sizes"]), torch.from_numpy(f["labels"])), True
+        except (OSError, ValueError, KeyError):
+            path.unlink(missing_ok=True)  # a damaged entry is rebuilt, never trusted
+    decoded = decode_domain(domain, resize, threads)
+    prefix = path.name.rsplit("-", 1)[0] + "-"
+    for stale in Path(cache_dir).glob(prefix + "*.npz"):
+        stale.unlink(missing_ok=True)
+    atomic_write(path, lambda tmp: _save(tmp, decoded))
+    return decoded, False
+
+
+def _save(tmp: Path, decoded: DecodedDomain) -> None:
+    with tmp.open("wb") as fh:
+        np.savez(fh, images=decoded.images.numpy(), sizes=decoded.sizes.numpy(), labels=decoded.labels.numpy())
