@@ -118,7 +118,7 @@ class ModelCard:
         known = {f.name for f in fields(cls)}
         try:
             return cls(**{k: v for k, v in data.items() if k in known})
-        except TypeError as exc:
+        except (TypeError, ValueError) as exc:  # missing keys, or values of the wrong type
             raise ArtifactError(f"invalid model card: {exc}") from exc
 
     @classmethod

@@ -106,8 +106,14 @@ def _load_file(model: nn.Module, path: str, *, drop_prefixes: tuple[str, ...]) -
         raise WeightsUnavailableError(f"{path}: not a loadable state dict ({exc})") from None
     if isinstance(state, dict) and "state_dict" in state:
         state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise WeightsUnavailableError(f"{path}: not a state dict (holds a {type(state).__name__})")
     state = {k: v for k, v in state.items() if not k.startswith(drop_prefixes)}
-    missing, unexpected = model.load_state_dict(state, strict=False)
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as exc:  # shape mismatches raise even with strict=False
+        detail = next((line.strip() for line in str(exc).splitlines() if "mismatch" in line), str(exc).splitlines()[0])
+        raise WeightsUnavailableError(f"{path}: weights do not match the architecture ({detail})") from None
     missing = [k for k in missing if not k.startswith(drop_prefixes)]
     if missing or unexpected:
         raise WeightsUnavailableError(

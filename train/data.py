@@ -223,7 +223,7 @@ def random_crop_flip(
         generator: CPU generator for offsets and flips (so results do not depend on the device).
 
     Returns:
-        uint8 [B,3,S,S] on ``images``' device.
+        uint8 [B,3,S,S] on ``images``' device, channels-last strided (the gather's natural layout).
     """
     device = images.device
     h, w = sizes[index].unbind(1)
@@ -238,7 +238,7 @@ def random_crop_flip(
     idx, rows, cols = (t.to(device, non_blocking=True) for t in (index, rows, cols))
     # Advanced indexing with a slice in the middle yields [B, S, S, 3].
     out = images[idx[:, None, None], :, rows[:, :, None], cols[:, None, :]]
-    return out.permute(0, 3, 1, 2).contiguous()
+    return out.permute(0, 3, 1, 2)
 
 
 def augmentation_generator(seed: int, iteration: int, stream: int) -> torch.Generator:

@@ -1,0 +1,140 @@
+"""``symnets train`` through Typer's CliRunner: help, a tiny run, and exit codes of STYLE.md's table."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from symnets_deploy.cli.main import app
+
+torch = pytest.importorskip("torch")
+
+runner = CliRunner()
+# Wide, plain help text: option names are never wrapped or truncated.
+ENV = {"COLUMNS": "200", "TERMINAL_WIDTH": "200", "NO_COLOR": "1"}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    """One torch thread for the tiny runs (a 2-thread pool stalls when other jobs share the cores)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _tiny_args(data_root: Path, out: Path, *extra: str) -> list[str]:
+    return [
+        "train", "--source", "photos", "--target", "sketches", "--data-root", str(data_root), "--backbone", "tiny",
+        "--iterations", "3", "--batch-size", "4", "--image-size", "32", "--device", "cpu", "--out", str(out), *extra,
+    ]
+
+
+def _assert_one_line_error(result, code: int) -> str:
+    assert result.exit_code == code, (result.exit_code, result.output, result.exception)
+    assert "Traceback" not in result.output
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith("error: ")]
+    assert len(errors) == 1, result.stderr
+    assert "error: " not in result.stdout
+    return errors[0]
+
+
+def test_train_help_lists_the_options():
+    result = runner.invoke(app, ["train", "--help"], env=ENV)
+    assert result.exit_code == 0, result.output
+    for option in ("--source", "--target", "--data-root", "--backbone", "--method", "--ablation", "--iterations",
+                   "--batch-size", "--lr", "--device", "--out", "--resume", "--head"):
+        assert option in result.output, option
+
+
+def test_top_level_help_and_version():
+    result = runner.invoke(app, ["--help"], env=ENV)
+    assert result.exit_code == 0 and "train" in result.output
+    result = runner.invoke(app, ["--version"], env=ENV)
+    assert result.exit_code == 0
+    from symnets_deploy import __version__
+
+    assert __version__ in result.stdout
+
+
+def test_tiny_run_prints_the_accuracy_line(shapes_root, tmp_path):
+    out = tmp_path / "run"
+    result = runner.invoke(app, _tiny_args(shapes_root, out), env=ENV)
+    assert result.exit_code == 0, (result.output, result.exception)
+    summary = json.loads((out / "summary.json").read_text())
+    for name in ("last.pt", "config.json", "metrics.jsonl"):
+        assert (out / name).is_file()
+    match = re.search(r"photos -> sketches \(symnets, tiny\): target acc Ct ([\d.]+)%, Cs ([\d.]+)%", result.stdout)
+    assert match, result.stdout
+    assert float(match.group(1)) == pytest.approx(100 * summary["target_acc_ct"], abs=0.006)
+    assert float(match.group(2)) == pytest.approx(100 * summary["target_acc_cs"], abs=0.006)
+    assert str(out) in result.stdout
+    config = json.loads((out / "config.json").read_text())
+    assert (config["backbone"], config["iterations"], config["batch_size"], config["image_size"]) == ("tiny", 3, 4, 32)
+
+
+def test_resume_continues_with_the_saved_config(shapes_root, tmp_path):
+    out = tmp_path / "run"
+    assert runner.invoke(app, _tiny_args(shapes_root, out, "--checkpoint-every", "1"), env=ENV).exit_code == 0
+    result = runner.invoke(app, ["train", "--source", "x", "--target", "y", "--data-root", str(tmp_path), "--resume", str(out)], env=ENV)
+    assert result.exit_code == 0, (result.output, result.exception)
+    assert "photos -> sketches" in result.stdout
+
+
+def test_resume_without_a_run_is_a_usage_error(tmp_path):
+    args = ["train", "--source", "a", "--target", "b", "--data-root", str(tmp_path), "--resume", str(tmp_path / "nothing")]
+    line = _assert_one_line_error(runner.invoke(app, args, env=ENV), 2)
+    assert "config.json" in line
+
+
+def test_mismatched_class_folders_exit_2(shapes_root, tmp_path):
+    root = tmp_path / "data"
+    shutil.copytree(shapes_root, root)
+    shutil.move(root / "sketches" / "triangle", root / "sketches" / "hexagon")
+    line = _assert_one_line_error(runner.invoke(app, _tiny_args(root, tmp_path / "run"), env=ENV), 2)
+    assert "triangle" in line and "hexagon" in line
+
+
+def test_empty_domain_exit_2(shapes_root, tmp_path):
+    root = tmp_path / "data"
+    shutil.copytree(shapes_root / "photos", root / "photos")
+    for cls in ("circle", "square", "triangle"):
+        (root / "sketches" / cls).mkdir(parents=True)
+    line = _assert_one_line_error(runner.invoke(app, _tiny_args(root, tmp_path / "run"), env=ENV), 2)
+    assert "sketches" in line
+
+
+def test_missing_domain_exit_2(shapes_root, tmp_path):
+    args = _tiny_args(shapes_root, tmp_path / "run")
+    args[args.index("sketches")] = "paintings"
+    line = _assert_one_line_error(runner.invoke(app, args, env=ENV), 2)
+    assert "paintings" in line
+
+
+@pytest.mark.parametrize(
+    "extra,needle",
+    [
+        (("--ablation", "no-such-ablation"), "ablation"),
+        (("--method", "dann"), "method"),
+        (("--backbone", "vgg16"), "vgg16"),
+        (("--iterations", "0"), "iterations"),
+    ],
+)
+def test_bad_options_exit_2(shapes_root, tmp_path, extra, needle):
+    line = _assert_one_line_error(runner.invoke(app, _tiny_args(shapes_root, tmp_path / "run", *extra), env=ENV), 2)
+    assert needle in line
+    assert not (tmp_path / "run" / "last.pt").exists()
+
+
+def test_click_usage_errors_exit_2(shapes_root, tmp_path):
+    result = runner.invoke(app, ["train", "--source", "photos"], env=ENV)  # --target and --data-root missing
+    assert result.exit_code == 2
+    assert "Traceback" not in result.output
+    result = runner.invoke(app, _tiny_args(shapes_root, tmp_path / "run", "--head", "middle"), env=ENV)
+    assert result.exit_code == 2
