@@ -124,6 +124,8 @@ def to_rgb(img: Image.Image) -> Image.Image:
     if mode == "P":
         img = img.convert("RGBA" if "transparency" in img.info else "RGB")
         mode = img.mode
+        if mode == "RGB":
+            return img
     if mode in ("RGBA", "LA", "PA", "RGBa", "La"):
         rgba = img.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
