@@ -60,6 +60,8 @@ def main_callback(
 def _register() -> None:
     # Command modules import their rooms lazily, so `symnets predict --help` loads no torch.
     from symnets_deploy.cli import train as _train  # noqa: F401
+    from symnets_deploy.cli import export as _export  # noqa: F401
+    from symnets_deploy.cli import verify as _verify  # noqa: F401
 
 
 _register()

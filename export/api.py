@@ -1,0 +1,168 @@
+"""``run_export`` and ``run_verify``: the library calls behind ``symnets export`` and ``symnets verify``.
+
+Configs are frozen dataclasses whose fields map one to one onto the CLI options; the CLI only
+builds one and prints the result.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+from symnets_deploy.enums import ExportFormat, Head, Precision
+from symnets_deploy.errors import ArtifactError, UsageError
+from symnets_deploy.export import formats as F
+from symnets_deploy.export.calibration import DEFAULT_MAX_IMAGES, collect_images
+from symnets_deploy.export.compare import EquivalenceReport, compare
+from symnets_deploy.export.onnx import DEFAULT_OPSET, MIN_OPSET
+from symnets_deploy.export.tolerances import tolerance_for
+from symnets_deploy.export.trt import DEFAULT_WORKSPACE_MIB, TrtProfile
+from symnets_deploy.train.checkpoint import model_from_checkpoint
+
+
+def _choice(enum, value: str, option: str):
+    try:
+        return enum(value)
+    except ValueError:
+        raise UsageError(f"unknown {option} {value!r} (valid: {', '.join(e.value for e in enum)})") from None
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    """One ``symnets export`` call, resolved.
+
+    Attributes:
+        checkpoint: ``RUN_DIR/last.pt`` (or the run folder).
+        format, precision, head: ``ExportFormat``, ``Precision``, ``Head`` values; head None keeps the card's.
+        output: artifact path (default: next to the checkpoint, ``model[.fp16].onnx|plan``).
+        calibration_images: folder of real images for the check (default: the card's target domain).
+        max_images: cap on the check's images.
+        min_batch, opt_batch, max_batch: TensorRT profile (``--format trt`` only; default 1/8/32).
+        opset: ONNX opset (>= 18).
+        workspace_mib: TensorRT builder workspace limit.
+        timing_cache: TensorRT timing cache file (default: per version and GPU under ~/.cache).
+    """
+
+    checkpoint: str
+    format: str = ExportFormat.onnx.value
+    precision: str = Precision.fp32.value
+    head: Optional[str] = None
+    output: Optional[str] = None
+    calibration_images: Optional[str] = None
+    max_images: int = DEFAULT_MAX_IMAGES
+    min_batch: Optional[int] = None
+    opt_batch: Optional[int] = None
+    max_batch: Optional[int] = None
+    opset: int = DEFAULT_OPSET
+    workspace_mib: int = DEFAULT_WORKSPACE_MIB
+    timing_cache: Optional[str] = None
+
+    def __post_init__(self) -> None:
+        fmt = _choice(ExportFormat, self.format, "format")
+        _choice(Precision, self.precision, "precision")
+        if self.head is not None:
+            _choice(Head, self.head, "head")
+        if fmt is not ExportFormat.trt:
+            given = [f"--{n.replace('_', '-')}" for n in ("min_batch", "opt_batch", "max_batch", "timing_cache") if getattr(self, n) is not None]
+            if given:
+                raise UsageError(f"{', '.join(given)} apply to --format trt only")
+        else:
+            self.profile()  # validates the batch sizes before any work
+        if self.max_images < 1:
+            raise UsageError(f"--max-images must be >= 1, got {self.max_images}")
+        if self.opset < MIN_OPSET:
+            raise UsageError(f"opset {self.opset} is not supported: the torch.export-based ONNX exporter emits opset {MIN_OPSET} or newer")
+
+    def profile(self) -> TrtProfile:
+        """The TensorRT profile, defaults filled in."""
+        default = TrtProfile()
+        return TrtProfile(
+            self.min_batch if self.min_batch is not None else default.min,
+            self.opt_batch if self.opt_batch is not None else default.opt,
+            self.max_batch if self.max_batch is not None else default.max,
+        )
+
+    def default_output(self) -> Path:
+        """``model.onnx``, ``model.fp16.onnx``, ``model.plan``... in the checkpoint's folder."""
+        ckpt = Path(self.checkpoint)
+        folder = ckpt if ckpt.is_dir() else ckpt.parent
+        infix = "" if self.precision == Precision.fp32.value else f".{self.precision}"
+        return folder / f"model{infix}{F.FORMATS[ExportFormat(self.format)].suffix}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    """A checked artifact: its report, the files written with it, and the wall time."""
+
+    artifact: Path
+    report: EquivalenceReport
+    report_path: Path
+    files: tuple[Path, ...]
+    seconds: float
+
+
+def run_export(config: ExportConfig) -> ExportResult:
+    """Export a checkpoint, check it against PyTorch on real images, and place it.
+
+    Raises:
+        MissingDependencyError: TensorRT or a CUDA GPU missing for ``--format trt`` (nothing written).
+        UsageError: bad options, or no calibration images.
+        ArtifactError: unreadable checkpoint, or export/build failure.
+        EquivalenceError: the check failed; ``<artifact>.verify.json`` says why, and no artifact
+            is placed under the final name.
+    """
+    start = time.perf_counter()
+    spec = F.FORMATS[ExportFormat(config.format)]
+    out = Path(config.output) if config.output else config.default_output()
+    if out.suffix.lower() != spec.suffix:
+        raise UsageError(f"{out}: a {config.format} artifact needs the suffix {spec.suffix}")
+    env = spec.preflight(config)
+    model, card, _ = model_from_checkpoint(Path(config.checkpoint))
+    images = collect_images(card, Path(config.calibration_images) if config.calibration_images else None, max_images=config.max_images)
+    job = F.ExportJob(
+        model=model, card=card, head=Head(config.head or card.head), precision=Precision(config.precision), out=out,
+        images=images, opset=config.opset, profile=config.profile() if spec.format is ExportFormat.trt else None,
+        workspace_mib=config.workspace_mib, timing_cache=Path(config.timing_cache) if config.timing_cache else None, env=env,
+    )
+    done = spec.produce(job)
+    return ExportResult(done.artifact, done.report, done.report_path, done.files, time.perf_counter() - start)
+
+
+def _same_model(artifact_card, checkpoint_card) -> bool:
+    a, b = artifact_card.to_dict(), checkpoint_card.to_dict()
+    a.pop("head"), b.pop("head")
+    return a == b
+
+
+def run_verify(artifact: Path, checkpoint: Path, *, images: Optional[Path] = None, max_images: int = DEFAULT_MAX_IMAGES) -> F.Produced:
+    """Rerun the equivalence check of an artifact against its checkpoint; rewrite ``<artifact>.verify.json``.
+
+    The reference is the checkpoint in PyTorch (fp32, eval), deploying the head the artifact's
+    card names; thresholds are those of the artifact's precision.
+
+    Raises:
+        UsageError: unknown artifact type or no images.
+        ArtifactError: the artifact is unreadable or was not exported from this checkpoint.
+        MissingDependencyError: a plan without TensorRT or a GPU.
+        EquivalenceError: the check failed (exit code 6).
+    """
+    artifact = Path(artifact)
+    if not artifact.is_file():
+        raise UsageError(f"{artifact}: artifact not found")
+    spec = F.format_for_artifact(artifact)
+    opened = spec.open(artifact)
+    model, card, _ = model_from_checkpoint(Path(checkpoint))
+    if not _same_model(opened.card, card):
+        raise ArtifactError(f"{artifact}: its model card differs from {checkpoint}'s: it was not exported from this checkpoint")
+    calibration = collect_images(card, images, max_images=max_images)
+    batches = calibration.batches(opened.batch, opened.min_batch)
+    report = compare(F.reference_for(model, opened.card), [opened.candidate], batches, tolerance=tolerance_for(opened.precision))
+    path = F.write_report(artifact, report, checked_file=artifact, fmt=spec.format, precision=opened.precision, head=opened.card.head, images=calibration)
+    if not report:
+        raise F.failure(artifact, report)
+    return F.Produced(artifact, report, path, ())

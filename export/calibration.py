@@ -1,0 +1,111 @@
+"""Real images for the equivalence check: a folder, or the checkpoint's target domain.
+
+Random tensors exercise none of the activations real photos do, so the check always runs on
+real images, preprocessed by the one runtime implementation. The selection is deterministic:
+sorted paths, evenly spaced when capped, so every class folder is represented.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from symnets_deploy.card import ModelCard
+from symnets_deploy.errors import ImageError, UsageError
+from symnets_deploy.preprocess import IMAGE_EXTENSIONS, PreprocessConfig, preprocess_image, to_batch
+
+#: Enough images that the fp16 top-1 bound (99%) tolerates one near-tie flip instead of none.
+DEFAULT_MAX_IMAGES = 256
+
+
+@dataclass(frozen=True)
+class CalibrationImages:
+    """The check's inputs.
+
+    Attributes:
+        source: where they came from (a folder), for the report.
+        paths: the images used, in order.
+        skipped: unreadable files that were left out.
+        images: float32 [N,3,H,W] RGB 0..255 (``preprocess.to_batch``).
+    """
+
+    source: str
+    paths: tuple[Path, ...]
+    skipped: tuple[str, ...]
+    images: np.ndarray
+
+    def batches(self, size: int, min_size: int = 1) -> list[np.ndarray]:
+        """Consecutive batches of ``size`` images; a last batch below ``min_size`` is dropped."""
+        out = [self.images[i : i + size] for i in range(0, len(self.images), size)]
+        return [b for b in out if len(b) >= min_size]
+
+    def to_dict(self) -> dict:
+        return {"source": self.source, "count": len(self.paths), "skipped": list(self.skipped)}
+
+
+def list_images(folder: Path) -> list[Path]:
+    """Image files under ``folder`` (recursive, hidden entries skipped), sorted by relative path."""
+    found = []
+    for dirpath, dirnames, filenames in os.walk(folder):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        found += [Path(dirpath) / f for f in filenames if not f.startswith(".") and Path(f).suffix.lower() in IMAGE_EXTENSIONS]
+    return sorted(found, key=lambda p: p.relative_to(folder).as_posix())
+
+
+def spread(items: list, limit: int) -> list:
+    """At most ``limit`` items, evenly spaced over the sorted list (deterministic)."""
+    if len(items) <= limit:
+        return list(items)
+    return [items[i * len(items) // limit] for i in range(limit)]
+
+
+def _target_domain_images(card: ModelCard) -> tuple[str, list[Path]]:
+    from symnets_deploy.train.data import scan_domain
+
+    data_root = card.train_config.get("data_root")
+    hint = "pass --calibration-images DIR with real images of the target domain"
+    if not data_root or not card.target:
+        raise UsageError(f"no calibration images: the checkpoint's card names no target domain folder; {hint}")
+    try:
+        domain = scan_domain(Path(data_root), card.target)
+    except UsageError as exc:
+        raise UsageError(f"no calibration images: the checkpoint's target domain is not reachable here ({exc}); {hint}") from None
+    return str(domain.root), [path for path, _ in domain.samples]
+
+
+def collect_images(card: ModelCard, folder: Optional[Path] = None, *, max_images: int = DEFAULT_MAX_IMAGES) -> CalibrationImages:
+    """Load and preprocess the check's images.
+
+    Args:
+        card: the checkpoint's card (preprocessing; target domain from ``train_config['data_root']``).
+        folder: images to use instead of the target domain (searched recursively).
+        max_images: cap on the number of images (evenly spread over the sorted list).
+
+    Raises:
+        UsageError: ``max_images`` < 1, the folder is missing, or no readable image was found.
+    """
+    if max_images < 1:
+        raise UsageError(f"--max-images must be >= 1, got {max_images}")
+    if folder is not None:
+        folder = Path(folder)
+        if not folder.is_dir():
+            raise UsageError(f"{folder}: calibration image folder not found")
+        source, paths = str(folder), list_images(folder)
+    else:
+        source, paths = _target_domain_images(card)
+    cfg = PreprocessConfig.from_card(card)
+    crops, used, skipped = [], [], []
+    for path in spread(paths, max_images):
+        try:
+            crops.append(preprocess_image(path, cfg))
+            used.append(path)
+        except ImageError as exc:
+            skipped.append(str(exc))
+    if not crops:
+        detail = f" ({len(skipped)} unreadable, e.g. {skipped[0]})" if skipped else ""
+        raise UsageError(f"{source}: no readable images for the equivalence check{detail}")
+    return CalibrationImages(source, tuple(used), tuple(skipped), to_batch(crops))

@@ -1,0 +1,223 @@
+"""One entry per artifact format: how it is produced and checked, and how it is opened for ``verify``.
+
+The ultralytics table without the booleans: ``FORMATS[ExportFormat.onnx]`` and
+``FORMATS[ExportFormat.trt]`` hold functions, so a new format is one new entry. Every producer
+writes to a temp name, runs the equivalence check, writes ``<artifact>.verify.json`` and renames
+the artifact into place only when the check passed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from dataclasses import dataclass, replace
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from symnets_deploy import __version__
+from symnets_deploy.backends.ort import OrtBackend
+from symnets_deploy.card import ModelCard
+from symnets_deploy.enums import ExportFormat, Head, Precision
+from symnets_deploy.errors import EquivalenceError, UsageError
+from symnets_deploy.export import trt as T
+from symnets_deploy.export.calibration import CalibrationImages
+from symnets_deploy.export.compare import EquivalenceReport, compare
+from symnets_deploy.export.onnx import export_onnx, onnx_precision
+from symnets_deploy.export.reference import TorchReference
+from symnets_deploy.export.tolerances import tolerance_for
+from symnets_deploy.sidecar import EngineSidecar, check_sidecar, read_sidecar, sha256_file, sidecar_path, write_sidecar
+from symnets_deploy.train.checkpoint import atomic_write
+from symnets_deploy.train.model import SymNet
+
+#: Images per batch in checks against ONNX Runtime (TensorRT uses its profile's opt batch).
+CHECK_BATCH = 16
+
+
+@dataclass(frozen=True)
+class ExportJob:
+    """Everything a producer needs, resolved by ``api.run_export``."""
+
+    model: SymNet
+    card: ModelCard  # the checkpoint's card
+    head: Head
+    precision: Precision
+    out: Path
+    images: CalibrationImages
+    opset: int
+    profile: Optional[T.TrtProfile] = None
+    workspace_mib: int = T.DEFAULT_WORKSPACE_MIB
+    timing_cache: Optional[Path] = None
+    env: Any = None  # what ``preflight`` returned
+
+
+@dataclass(frozen=True)
+class Produced:
+    """A checked artifact and the files written with it."""
+
+    artifact: Path
+    report: EquivalenceReport
+    report_path: Path
+    files: tuple[Path, ...]
+
+
+def report_path(artifact: Path) -> Path:
+    """``model.onnx`` -> ``model.onnx.verify.json``."""
+    return artifact.with_name(artifact.name + ".verify.json")
+
+
+def write_report(artifact: Path, report: EquivalenceReport, *, checked_file: Path, fmt: ExportFormat, precision: Precision, head: str, images: CalibrationImages) -> Path:
+    """Write ``<artifact>.verify.json`` (atomic); ``checked_file`` holds the bytes that were checked."""
+    data = {
+        "artifact": artifact.name, "artifact_sha256": sha256_file(checked_file), "format": fmt.value,
+        "precision": precision.value, "head": head, "images": images.to_dict(), **report.to_dict(),
+        "package_version": __version__, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    path = report_path(artifact)
+    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8"))
+    return path
+
+
+def failure(artifact: Path, report: EquivalenceReport) -> EquivalenceError:
+    """One line that says which bound failed, pointing at the report."""
+    problems = []
+    for c in report.comparisons:
+        for name, diff in c.outputs.items():
+            if diff.atol is not None and not diff.max_abs <= diff.atol:
+                problems.append(f"{c.candidate} vs {c.reference}: max |{name} diff| {diff.max_abs:.3g} > {diff.atol:g}")
+        if c.top1_agree < report.tolerance.top1:
+            problems.append(f"{c.candidate} vs {c.reference}: top-1 agreement {100 * c.top1_agree:.2f}% < {100 * report.tolerance.top1:g}%")
+    return EquivalenceError(f"{artifact}: equivalence check failed on {report.num_images} images ({'; '.join(problems) or 'outputs differ'}); see {report_path(artifact)}")
+
+
+def _temp_name(final: Path) -> Path:
+    """A unique hidden name beside ``final`` (same filesystem, so the rename is atomic).
+
+    Not created here: the writer creates it with the usual permissions (mkstemp's are 0600).
+    """
+    final.parent.mkdir(parents=True, exist_ok=True)
+    return final.with_name(f".{final.name}.{secrets.token_hex(6)}.tmp")
+
+
+def _check_and_place(job: ExportJob, tmp: Path, fmt: ExportFormat, reference, candidate, batches, after_place: Optional[Callable[[], None]] = None) -> Produced:
+    """Check ``tmp``, write the report beside the final name, and rename ``tmp`` into place only on a pass."""
+    report = compare(reference, [candidate], batches, tolerance=tolerance_for(job.precision))
+    path = write_report(job.out, report, checked_file=tmp, fmt=fmt, precision=job.precision, head=job.head.value, images=job.images)
+    if not report:
+        raise failure(job.out, report)
+    os.replace(tmp, job.out)
+    if after_place is not None:
+        after_place()
+    return Produced(job.out, report, path, ())
+
+
+# -- ONNX ------------------------------------------------------------------------------------
+def produce_onnx(job: ExportJob) -> Produced:
+    """Export, then PyTorch (fp32, eval) vs ONNX Runtime (CPU) on the calibration images."""
+    tmp = _temp_name(job.out)
+    try:
+        export_onnx(job.model, job.card, tmp, head=job.head, precision=job.precision, opset=job.opset)
+        reference = TorchReference(job.model, job.head, card=job.card)
+        candidate = OrtBackend(tmp)
+        return _check_and_place(job, tmp, ExportFormat.onnx, reference, candidate, job.images.batches(CHECK_BATCH))
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+@dataclass(frozen=True)
+class Opened:
+    """An artifact opened for ``verify``: the candidate to check and what it says about itself."""
+
+    candidate: Any  # a Backend or a Polygraphy runner
+    card: ModelCard
+    precision: Precision
+    batch: int = CHECK_BATCH
+    min_batch: int = 1
+
+
+def open_onnx(path: Path) -> Opened:
+    """An exported ONNX under ONNX Runtime (CPU)."""
+    backend = OrtBackend(path)
+    return Opened(backend, backend.card(), onnx_precision(path))
+
+
+# -- TensorRT --------------------------------------------------------------------------------
+def preflight_trt(_config=None) -> tuple[str, T.CudaDevice]:
+    """TensorRT and a CUDA GPU, checked before any work or file (exit code 4 otherwise)."""
+    trt = T.require_tensorrt()
+    return trt.__version__, T.cuda_device()
+
+
+def produce_trt(job: ExportJob) -> Produced:
+    """Checked ONNX first (``<name>.onnx``), then the engine, checked TensorRT vs ONNX Runtime."""
+    version, device = job.env or preflight_trt()
+    profile = job.profile or T.TrtProfile()
+    batches = job.images.batches(profile.opt, profile.min)
+    if not batches:
+        raise UsageError(f"the equivalence check needs at least --min-batch {profile.min} images, got {len(job.images.paths)}")
+    onnx_path = job.out.with_suffix(".onnx")
+    onnx_done = produce_onnx(replace(job, out=onnx_path))
+    cache = job.timing_cache or T.default_timing_cache(version, device)
+    tmp = _temp_name(job.out)
+    try:
+        T.build_engine(onnx_path, tmp, profile=profile, workspace_mib=job.workspace_mib, timing_cache=cache, precision=job.precision)
+        sidecar = EngineSidecar(
+            card=job.card.replace(head=job.head.value).to_dict(), tensorrt_version=version, gpu_name=device.name,
+            compute_capability=device.compute_capability, profile=profile.to_dict(), precision=job.precision.value,
+            onnx_sha256=sha256_file(onnx_path), plan_sha256=sha256_file(tmp), package_version=__version__,
+            created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        )
+        done = _check_and_place(
+            job, tmp, ExportFormat.trt, OrtBackend(onnx_path), T.trt_runner(tmp), batches,
+            after_place=lambda: write_sidecar(job.out, sidecar),
+        )
+    finally:
+        tmp.unlink(missing_ok=True)
+    return replace(done, files=(onnx_path, onnx_done.report_path, sidecar_path(job.out)))
+
+
+def open_trt(path: Path) -> Opened:
+    """A plan under Polygraphy's TrtRunner, after checking its sidecar against this machine."""
+    version, device = preflight_trt()
+    sidecar = read_sidecar(path)
+    check_sidecar(sidecar, path, tensorrt_version=version, compute_capability=device.compute_capability)
+    profile = sidecar.profile
+    return Opened(T.trt_runner(path), sidecar.model_card(), Precision(sidecar.precision), profile["opt"], profile["min"])
+
+
+@dataclass(frozen=True)
+class FormatSpec:
+    """An artifact format.
+
+    Attributes:
+        suffix: file suffix of the artifact.
+        preflight: checks run before any work (missing library or device), returns ``ExportJob.env``.
+        produce: export + equivalence check + placement.
+        open: ``path -> Opened`` for ``verify``.
+    """
+
+    format: ExportFormat
+    suffix: str
+    preflight: Callable[[Any], Any]
+    produce: Callable[[ExportJob], Produced]
+    open: Callable[[Path], Opened]
+
+
+FORMATS: dict[ExportFormat, FormatSpec] = {
+    ExportFormat.onnx: FormatSpec(ExportFormat.onnx, ".onnx", lambda _config: None, produce_onnx, open_onnx),
+    ExportFormat.trt: FormatSpec(ExportFormat.trt, ".plan", preflight_trt, produce_trt, open_trt),
+}
+
+
+def format_for_artifact(path: Path) -> FormatSpec:
+    """The format of an artifact file, by suffix; unknown suffixes list the valid ones."""
+    for spec in FORMATS.values():
+        if Path(path).suffix.lower() == spec.suffix:
+            return spec
+    raise UsageError(f"{path}: unknown artifact type (valid suffixes: {', '.join(s.suffix for s in FORMATS.values())})")
+
+
+def reference_for(model: SymNet, card: ModelCard) -> TorchReference:
+    """The checkpoint as the reference backend, deploying the artifact card's head."""
+    return TorchReference(model, card.head, card=card)

@@ -1,0 +1,106 @@
+"""``symnets export`` / ``symnets verify`` through Typer's CliRunner: tables, files and exit codes."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from symnets_deploy.cli.main import app
+
+pytest.importorskip("torch")
+pytest.importorskip("onnxruntime")
+pytest.importorskip("polygraphy")
+
+runner = CliRunner()
+ENV = {"COLUMNS": "200", "TERMINAL_WIDTH": "200", "NO_COLOR": "1"}
+
+
+def _one_line_error(result, code: int) -> str:
+    assert result.exit_code == code, (result.exit_code, result.output, result.exception)
+    assert "Traceback" not in result.output
+    (line,) = [line for line in result.stderr.splitlines() if line.strip()]
+    assert line.startswith("error: ")
+    return line
+
+
+def test_help_lists_the_options():
+    result = runner.invoke(app, ["export", "--help"], env=ENV)
+    assert result.exit_code == 0, result.output
+    for option in ("--checkpoint", "--format", "--precision", "--head", "--output", "--calibration-images",
+                   "--max-images", "--min-batch", "--opt-batch", "--max-batch"):
+        assert option in result.output, option
+    result = runner.invoke(app, ["verify", "--help"], env=ENV)
+    assert result.exit_code == 0 and "--checkpoint" in result.output and "--images" in result.output
+
+
+def test_export_then_verify(tiny_run, shapes_root, tmp_path):
+    out = tmp_path / "model.onnx"
+    result = runner.invoke(app, ["export", "--checkpoint", str(tiny_run / "last.pt"), "--output", str(out),
+                                 "--calibration-images", str(shapes_root / "sketches"), "--max-images", "12"], env=ENV)
+    assert result.exit_code == 0, (result.output, result.exception)
+    header, logits, probs, summary = result.stdout.strip().splitlines()
+    assert header.split()[:2] == ["check", "output"]
+    assert logits.split()[:4] == ["onnxruntime", "vs", "torch", "logits"] and logits.endswith("pass")
+    assert "passed on 12 images" in summary and str(out) in summary
+    report = json.loads((tmp_path / "model.onnx.verify.json").read_text())
+    assert report["passed"] and report["images"]["count"] == 12
+
+    result = runner.invoke(app, ["verify", str(out), "--checkpoint", str(tiny_run / "last.pt"), "--max-images", "6"], env=ENV)
+    assert result.exit_code == 0, (result.output, result.exception)
+    assert "passed on 6 images" in result.stdout
+
+
+def test_default_output_sits_next_to_the_checkpoint(tiny_run, tmp_path):
+    import shutil
+
+    run = tmp_path / "run"
+    run.mkdir()
+    shutil.copy(tiny_run / "last.pt", run / "last.pt")
+    result = runner.invoke(app, ["export", "--checkpoint", str(run / "last.pt"), "--precision", "fp16", "--head", "paired"], env=ENV)
+    assert result.exit_code == 0, (result.output, result.exception)
+    assert sorted(p.name for p in run.iterdir()) == ["last.pt", "model.fp16.onnx", "model.fp16.onnx.verify.json"]
+    assert json.loads((run / "model.fp16.onnx.verify.json").read_text())["head"] == "paired"
+
+
+@pytest.mark.parametrize("args, code, words", [
+    (["--format", "tflite"], 2, "tflite"),
+    (["--precision", "int8"], 2, "int8"),
+    (["--max-batch", "8"], 2, "apply to --format trt only"),
+    (["--format", "trt", "--min-batch", "8", "--opt-batch", "4"], 2, "min-batch <= --opt-batch"),
+    (["--output", "model.plan"], 2, "needs the suffix .onnx"),
+    (["--opset", "17"], 2, "opset 17"),
+    (["--max-images", "0"], 2, "max-images"),
+])
+def test_bad_options_exit_2(tiny_run, tmp_path, args, code, words):
+    result = runner.invoke(app, ["export", "--checkpoint", str(tiny_run / "last.pt"), *args], env=ENV)
+    assert result.exit_code == code, result.output
+    assert words in result.output
+    assert not list(tiny_run.glob("model*"))
+
+
+def test_missing_checkpoint_exits_5(tmp_path):
+    line = _one_line_error(runner.invoke(app, ["export", "--checkpoint", str(tmp_path / "nope.pt")], env=ENV), 5)
+    assert "checkpoint not found" in line
+
+
+def test_empty_calibration_folder_exits_2(tiny_run, tmp_path):
+    (tmp_path / "empty").mkdir()
+    line = _one_line_error(runner.invoke(app, ["export", "--checkpoint", str(tiny_run / "last.pt"), "--output", str(tmp_path / "m.onnx"),
+                                              "--calibration-images", str(tmp_path / "empty")], env=ENV), 2)
+    assert "no readable images" in line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty"]
+
+
+def test_verify_unknown_artifact_type_exits_2(tiny_run, tmp_path):
+    path = tmp_path / "model.tflite"
+    path.write_bytes(b"x")
+    line = _one_line_error(runner.invoke(app, ["verify", str(path), "--checkpoint", str(tiny_run / "last.pt")], env=ENV), 2)
+    assert ".onnx" in line and ".plan" in line
+
+
+def test_verify_a_file_that_is_not_onnx_exits_5(tiny_run, tmp_path):
+    path = tmp_path / "model.onnx"
+    path.write_bytes(b"definitely not protobuf")
+    _one_line_error(runner.invoke(app, ["verify", str(path), "--checkpoint", str(tiny_run / "last.pt")], env=ENV), 5)

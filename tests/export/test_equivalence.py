@@ -1,0 +1,133 @@
+"""Equivalence checks: comparisons as data, reports beside artifacts, failures exit 6 and place nothing."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+onnx = pytest.importorskip("onnx")
+pytest.importorskip("onnxruntime")
+pytest.importorskip("polygraphy")
+pytest.importorskip("torch")
+
+from onnx import numpy_helper  # noqa: E402
+from typer.testing import CliRunner  # noqa: E402
+
+from symnets_deploy.backends.ort import OrtBackend  # noqa: E402
+from symnets_deploy.cli.main import app  # noqa: E402
+from symnets_deploy.errors import ArtifactError, EquivalenceError, UsageError  # noqa: E402
+from symnets_deploy.export.api import ExportConfig, run_export, run_verify  # noqa: E402
+from symnets_deploy.export.calibration import collect_images, spread  # noqa: E402
+from symnets_deploy.export.compare import compare  # noqa: E402
+from symnets_deploy.export.reference import TorchReference  # noqa: E402
+from symnets_deploy.export.tolerances import TOLERANCES, Tol, tolerance_for  # noqa: E402
+from symnets_deploy.train.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint  # noqa: E402
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def exported(tiny_run, tmp_path_factory):
+    out = tmp_path_factory.mktemp("equivalence") / "model.onnx"
+    return run_export(ExportConfig(checkpoint=str(tiny_run / "last.pt"), output=str(out)))
+
+
+def _corrupt(src: Path, dst: Path, scale: float = 1.01) -> Path:
+    """Copy of an exported ONNX with the classifier's weights perturbed by 1% (card kept)."""
+    model = onnx.load(str(src))
+    (weight,) = [t for t in model.graph.initializer if t.name.endswith("head.weight")]
+    weight.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(weight) * np.float32(scale), weight.name))
+    onnx.save(model, str(dst))
+    return dst
+
+
+def _rewrite(ckpt_path: Path, out: Path, edit) -> Path:
+    ckpt = load_checkpoint(ckpt_path)
+    edit(ckpt)
+    save_checkpoint(out, {k: v for k, v in ckpt.items() if k != "format"})
+    return out
+
+
+def test_tolerances_are_the_issue_thresholds():
+    assert TOLERANCES["fp32"] == Tol(logits_atol=1e-4, probs_atol=None, top1=1.0)
+    assert TOLERANCES["fp16"] == Tol(logits_atol=None, probs_atol=1e-2, top1=0.99)
+    with pytest.raises(UsageError, match="fp32, fp16"):
+        tolerance_for("int8")
+
+
+def test_compare_reports_statistics_and_verdicts(tiny_run, exported):
+    model, card, _ = model_from_checkpoint(tiny_run / "last.pt")
+    images = collect_images(card)
+    batches = images.batches(5)
+    report = compare(TorchReference(model, card.head, card=card), [OrtBackend(exported.artifact), OrtBackend(exported.artifact)], batches, tolerance=TOLERANCES["fp32"])
+    assert report and report.passed and report.num_images == len(images.paths)
+    assert [(c.reference, c.candidate) for c in report.comparisons] == [("torch", "onnxruntime"), ("torch", "onnxruntime#2")]
+    diff = report.comparisons[0].outputs["logits"]
+    assert diff and 0 <= diff.mean_abs <= diff.max_abs <= 1e-4 and diff.top1_agree == 1.0 and diff.atol == 1e-4
+    assert report.comparisons[0].outputs["probs"].atol is None
+    data = json.loads(json.dumps(report.to_dict()))
+    assert data["passed"] is True and data["comparisons"][0]["outputs"]["logits"]["passed"] is True
+    assert "onnxruntime vs torch" in report.table()
+
+
+def test_compare_fails_a_perturbed_model_on_the_bound_it_breaks(tiny_run, exported, tmp_path):
+    model, card, _ = model_from_checkpoint(tiny_run / "last.pt")
+    bad = _corrupt(exported.artifact, tmp_path / "bad.onnx")
+    report = compare(TorchReference(model, card.head), [OrtBackend(bad)], collect_images(card).batches(8), tolerance=TOLERANCES["fp32"])
+    assert not report
+    logits = report.comparisons[0].outputs["logits"]
+    assert not logits and logits.max_abs > 1e-4
+    with pytest.raises(UsageError):
+        compare(TorchReference(model, card.head), [OrtBackend(bad)], [], tolerance=TOLERANCES["fp32"])
+
+
+def test_verify_passes_on_the_export_and_rewrites_the_report(tiny_run, exported):
+    before = json.loads(exported.report_path.read_text())
+    done = run_verify(exported.artifact, tiny_run / "last.pt")
+    after = json.loads(done.report_path.read_text())
+    assert done.report.passed and after["passed"] and after["artifact_sha256"] == before["artifact_sha256"]
+
+
+def test_corrupted_onnx_makes_verify_exit_6(tiny_run, exported, tmp_path):
+    bad = _corrupt(exported.artifact, tmp_path / "model.onnx")
+    with pytest.raises(EquivalenceError, match="max \\|logits diff\\|") as info:
+        run_verify(bad, tiny_run / "last.pt")
+    assert info.value.exit_code == 6
+    result = runner.invoke(app, ["verify", str(bad), "--checkpoint", str(tiny_run / "last.pt")])
+    assert result.exit_code == 6, result.output
+    assert result.stderr.startswith("error: ") and len(result.stderr.strip().splitlines()) == 1
+    report = json.loads((tmp_path / "model.onnx.verify.json").read_text())
+    assert report["passed"] is False and report["comparisons"][0]["outputs"]["logits"]["passed"] is False
+    assert bad.is_file()  # verify marks an artifact failed; it never deletes it
+
+
+def test_failed_export_exits_6_and_places_no_artifact(tiny_run, tmp_path):
+    """A real fp16 failure: BatchNorm scales of 1e6 overflow fp16's range (max 65504)."""
+    def overflow(ckpt):
+        name = [k for k, v in ckpt["model"].items() if k.startswith("backbone") and k.endswith(".weight") and v.ndim == 1][-1]
+        ckpt["model"][name] = ckpt["model"][name] * 1e6
+
+    ckpt = _rewrite(tiny_run / "last.pt", tmp_path / "run" / "last.pt", overflow)
+    result = runner.invoke(app, ["export", "--checkpoint", str(ckpt), "--precision", "fp16"])
+    assert result.exit_code == 6, result.output
+    assert "equivalence check failed" in result.stderr and "Traceback" not in result.output
+    assert sorted(p.name for p in ckpt.parent.iterdir()) == ["last.pt", "model.fp16.onnx.verify.json"]
+    report = json.loads((ckpt.parent / "model.fp16.onnx.verify.json").read_text())
+    assert report["passed"] is False and report["precision"] == "fp16"
+
+
+def test_verify_refuses_an_artifact_of_another_checkpoint(tiny_run, exported, tmp_path):
+    def retarget(ckpt):
+        ckpt["card"]["metrics"] = {"target_acc_ct": 0.123}
+
+    other = _rewrite(tiny_run / "last.pt", tmp_path / "other" / "last.pt", retarget)
+    with pytest.raises(ArtifactError, match="not exported from this checkpoint"):
+        run_verify(exported.artifact, other)
+
+
+def test_spread_is_deterministic_and_covers_the_list():
+    items = list(range(100))
+    assert spread(items, 4) == [0, 25, 50, 75] and spread(items, 200) == items
