@@ -62,6 +62,8 @@ def _register() -> None:
     from symnets_deploy.cli import train as _train  # noqa: F401
     from symnets_deploy.cli import export as _export  # noqa: F401
     from symnets_deploy.cli import verify as _verify  # noqa: F401
+    from symnets_deploy.cli import predict as _predict  # noqa: F401
+    from symnets_deploy.cli import demo as _demo  # noqa: F401
 
 
 _register()
@@ -73,4 +75,8 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run as a script, this file is `__main__`, a second copy without the commands registered
+    # on the imported module; delegate to the real one.
+    from symnets_deploy.cli.main import main as _main
+
+    sys.exit(_main())

@@ -41,7 +41,7 @@ def open_backend(path: str | Path, *, device: Device | str = Device.auto, provid
         path: an ``.onnx`` or ``.plan`` file.
         device: ``auto``, ``cpu`` or ``cuda``.
         provider: ONNX Runtime provider name (``tensorrt``, ``cuda``, ``cpu``), ``.onnx`` only.
-        threads: inference threads (ONNX Runtime intra-op; 0: its default).
+        threads: inference threads in total (0: one per CPU core; ignored by TensorRT).
 
     Returns:
         An inactive ``Backend``.

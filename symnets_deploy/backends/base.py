@@ -107,6 +107,16 @@ class Backend:
         self.activate()
         return self._batch_limits_impl()
 
+    def max_concurrency(self) -> int:
+        """How many ``infer`` calls pay off running at once, from different threads (activates if needed).
+
+        Returns:
+            1 unless the backend is thread-safe and gains from it (ONNX Runtime on the CPU runs
+            two single-threaded calls side by side rather than one call on two threads).
+        """
+        self.activate()
+        return self._max_concurrency_impl()
+
     def infer(self, images: np.ndarray) -> dict[str, np.ndarray]:
         """Run one batch.
 
@@ -151,6 +161,9 @@ class Backend:
 
     def _infer_impl(self, images: np.ndarray) -> dict[str, np.ndarray]:
         raise NotImplementedError
+
+    def _max_concurrency_impl(self) -> int:
+        return 1
 
     def _batch_limits_impl(self) -> BatchLimits:
         batch = self._input_spec_impl().shape[0]

@@ -80,6 +80,13 @@ def select_providers(device: Device | str, provider: Optional[Provider | str], a
     return [PROVIDERS[p] for p in wanted]
 
 
+def _cpu_count() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))  # the cores this process may use
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
 def _cache_dir() -> Path:
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return Path(base) / "symnets" / "ort_tensorrt"
@@ -93,7 +100,13 @@ class OrtBackend(Backend):
             ``logits`` and ``probs`` float32 [N,K].
         device: ``auto`` (TensorRT, CUDA, CPU as available), ``cpu`` or ``cuda``.
         provider: an explicit ``Provider`` that overrides ``device``'s choice.
-        threads: intra-op threads (0: ONNX Runtime's default, one per physical core).
+        threads: inference threads in total (0: one per CPU core this process may use); on
+            the CPU they are split evenly over ``concurrency`` calls.
+        concurrency: ``infer`` calls worth running at once (0: two on a CPU with two or more
+            cores, else one; always one on a GPU). Sessions are thread-safe, and two
+            single-threaded calls keep a small CPU busier than one call split over two threads,
+            whose per-operator barriers stall whenever image decoding or another process takes
+            a core.
         io_binding: bind inputs/outputs to the provider's device before each run; None turns
             it on exactly when the first provider is a GPU one.
 
@@ -112,28 +125,39 @@ class OrtBackend(Backend):
         device: Device | str = Device.auto,
         provider: Optional[Provider | str] = None,
         threads: int = 0,
+        concurrency: int = 0,
         io_binding: Optional[bool] = None,
     ) -> None:
         super().__init__()
+        if threads < 0 or concurrency < 0:
+            raise UsageError(f"threads and concurrency must be >= 0, got {threads} and {concurrency}")
         self.path = Path(path)
         self.device = Device(device)
         self.provider = provider
         self.threads = threads
+        self.concurrency = concurrency
         self.io_binding = io_binding
         self.session = None
         self._binding_device = "cpu"
+        self._calls = 1
 
     def _activate_impl(self) -> None:
-        ort = _ort("gpu" if self.device is Device.cuda else "cpu")
         if not self.path.is_file():
             raise UsageError(f"{self.path}: model file not found")
+        ort = _ort("gpu" if self.device is Device.cuda else "cpu")
         providers = select_providers(self.device, self.provider, ort.get_available_providers())
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.log_severity_level = 3
         options.inter_op_num_threads = 1
-        if self.threads:
-            options.intra_op_num_threads = self.threads
+        if providers[0] == PROVIDERS[Provider.cpu]:
+            budget = self.threads or _cpu_count()
+            self._calls = self.concurrency or min(2, budget)
+            options.intra_op_num_threads = max(1, budget // self._calls)
+        else:
+            self._calls = 1  # one device queue; more host threads would only contend for it
+            if self.threads:
+                options.intra_op_num_threads = self.threads
         # Spinning workers burn the cores that the decoding threads need between runs.
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         provider_options = [self._provider_options(p) for p in providers]
@@ -149,6 +173,12 @@ class OrtBackend(Backend):
             raise ArtifactError(f"{self.path}: expected input {INPUT_NAME!r} and outputs {OUTPUT_NAMES}, found {names} -> {outputs}")
         first = self.session.get_providers()[0]
         on_gpu = first in (PROVIDERS[Provider.tensorrt], PROVIDERS[Provider.cuda])
+        # ONNX Runtime silently falls back to the CPU when a GPU provider cannot start
+        # (missing CUDA/cuDNN libraries); an explicit GPU request must not run on the CPU.
+        if first != providers[0] and (self.device is Device.cuda or self.provider is not None):
+            raise MissingDependencyError(
+                f"onnxruntime could not start {providers[0]} (CUDA / cuDNN libraries missing?); it offered {first} instead"
+            )
         self._binding_device = "cuda" if on_gpu else "cpu"
         if self.io_binding is None:
             self.io_binding = on_gpu
@@ -179,6 +209,9 @@ class OrtBackend(Backend):
         inp = self.session.get_inputs()[0]
         shape = tuple(d if isinstance(d, int) else None for d in inp.shape)
         return TensorSpec(inp.name, shape, "float32")
+
+    def _max_concurrency_impl(self) -> int:
+        return self._calls
 
     def _batch_limits_impl(self) -> BatchLimits:
         limits = super()._batch_limits_impl()

@@ -1,0 +1,66 @@
+"""``symnets predict``: classify folders of new target-domain images with an ONNX or TensorRT artifact."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Iterable, Iterator, List, Optional
+
+import typer
+
+from symnets_deploy.backends.ort import Provider
+from symnets_deploy.cli.main import app, handle_errors
+from symnets_deploy.enums import Device, OutputFormat
+
+
+@app.command()
+@handle_errors
+def predict(
+    inputs: List[str] = typer.Argument(..., help="Image files, folders, @list or .txt files of paths, or - to read paths from stdin."),
+    engine: Path = typer.Option(..., "--engine", "-e", help="model.onnx (ONNX Runtime) or model.plan (TensorRT, with its .plan.json sidecar)."),
+    output: str = typer.Option("-", "--output", "-o", help="preds.csv, preds.jsonl, or - for stdout. Files are written atomically."),
+    fmt: Optional[OutputFormat] = typer.Option(None, "--format", help="csv or jsonl (default: from the --output suffix; csv for stdout)."),
+    top_k: int = typer.Option(5, "--top-k", min=1, help="Classes listed per image, most probable first."),
+    batch_size: int = typer.Option(16, "--batch-size", min=1, help="Images per inference call (fitted into a TensorRT profile)."),
+    device: Device = typer.Option(Device.auto, help="auto: TensorRT/CUDA when available, else CPU."),
+    provider: Optional[Provider] = typer.Option(None, case_sensitive=False, help="ONNX Runtime execution provider (overrides --device)."),
+    threads: int = typer.Option(0, min=0, help="Inference threads in total (0: one per CPU core)."),
+    recursive: bool = typer.Option(True, "--recursive/--no-recursive", help="Scan sub-folders of folder inputs."),
+) -> None:
+    """Predict a label for every image; one output row per file, failures included (exit code 3)."""
+    from symnets_deploy.errors import PartialFailure, UsageError
+    from symnets_deploy.inputs import collect_paths
+    from symnets_deploy.predictor import Predictor
+    from symnets_deploy.writers import resolve_format, write_predictions
+
+    fmt = resolve_format(output, fmt)
+    if not engine.is_file():  # before scanning what may be a large folder
+        raise UsageError(f"{engine}: engine file not found")
+    paths = collect_paths(inputs, recursive=recursive)
+    with Predictor.load(engine, device=device, batch_size=batch_size, provider=provider, threads=threads, top_k=top_k) as predictor:
+        start = time.perf_counter()
+        stats = write_predictions(_progress(predictor.iter_predict_paths(paths), len(paths)), output, fmt)
+        seconds = time.perf_counter() - start
+    typer.echo(
+        f"{stats.rows} images, {stats.failures} failed, {seconds:.1f} s, {stats.rows / max(seconds, 1e-9):.1f} images/s "
+        f"({predictor.backend.name}, batch {predictor.batch_size}) -> {'stdout' if output == '-' else output}",
+        err=True,
+    )
+    if stats.failures:
+        raise PartialFailure(f"{stats.failures} of {stats.rows} images could not be predicted (rows with status=error)")
+
+
+def _progress(predictions: Iterable, total: int) -> Iterator:
+    """Pass predictions through while drawing a bar with images/s on stderr."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    from symnets_deploy.cli.progress import console
+
+    columns = (TextColumn("[bold]predict"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[rate]}"))
+    with Progress(*columns, console=console, transient=False, refresh_per_second=4) as bar:
+        task = bar.add_task("predict", total=total, rate="")
+        start = time.perf_counter()
+        for done, prediction in enumerate(predictions, 1):
+            yield prediction
+            if done % 8 == 0 or done == total:  # results arrive a batch at a time anyway
+                bar.update(task, completed=done, rate=f"{done / max(time.perf_counter() - start, 1e-9):.1f} img/s")

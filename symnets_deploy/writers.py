@@ -1,0 +1,157 @@
+"""Prediction files: CSV or JSON Lines, written atomically (temp file + rename) unless to stdout.
+
+Columns / keys, in order: path, label, index, confidence, topk_labels, topk_probs, status,
+error (``predictor.FIELDS``). In CSV, the top-k lists are JSON arrays inside one cell and an
+error row leaves label, index and confidence empty; in JSONL they are lists and nulls. Both
+parse back with the standard library (``csv`` + ``json``, or ``json`` per line).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Optional, TextIO
+
+from symnets_deploy.atomic import atomic_write
+from symnets_deploy.enums import OutputFormat
+from symnets_deploy.errors import UsageError
+from symnets_deploy.predictor import FIELDS, Prediction
+
+#: ``--output`` value meaning standard output.
+STDOUT = "-"
+
+#: Output suffix -> format, when ``--format`` is not given.
+SUFFIX_FORMATS = {".csv": OutputFormat.csv, ".jsonl": OutputFormat.jsonl, ".ndjson": OutputFormat.jsonl}
+
+#: Probabilities are written with this many decimals (float32 carries about 7 digits).
+DECIMALS = 6
+
+
+@dataclass(frozen=True)
+class WriteStats:
+    """What a write produced.
+
+    Attributes:
+        rows: predictions written (one per input).
+        failures: rows with ``status == "error"``.
+    """
+
+    rows: int
+    failures: int
+
+
+def resolve_format(output: str | Path, fmt: Optional[OutputFormat | str] = None) -> OutputFormat:
+    """The output format: ``fmt`` if given, else from the suffix of ``output`` (CSV for stdout).
+
+    Raises:
+        UsageError: unknown format, or a file suffix that names none (pass ``--format``).
+    """
+    if fmt is not None:
+        try:
+            return OutputFormat(getattr(fmt, "value", fmt))
+        except ValueError:
+            raise UsageError(f"unknown output format {fmt!r} (valid: {', '.join(f.value for f in OutputFormat)})") from None
+    if str(output) == STDOUT:
+        return OutputFormat.csv
+    found = SUFFIX_FORMATS.get(Path(output).suffix.lower())
+    if found is None:
+        raise UsageError(f"{output}: cannot tell the output format from the suffix (use .csv or .jsonl, or pass --format)")
+    return found
+
+
+def prediction_record(prediction: Prediction) -> dict[str, Any]:
+    """One prediction as a JSONL object.
+
+    Args:
+        prediction: any result, ok or error.
+
+    Returns:
+        ``{field: value}`` in ``FIELDS`` order: lists for the top-k, None for the missing
+        values of an error row, probabilities rounded to ``DECIMALS``.
+    """
+    record = prediction.to_dict()
+    if record["confidence"] is not None:
+        record["confidence"] = round(record["confidence"], DECIMALS)
+    record["topk_probs"] = [round(p, DECIMALS) for p in record["topk_probs"]]
+    return record
+
+
+def csv_row(prediction: Prediction) -> list[str]:
+    """One prediction as CSV cells.
+
+    Args:
+        prediction: any result, ok or error.
+
+    Returns:
+        Strings in ``FIELDS`` order: the top-k lists as JSON arrays, None as an empty cell.
+    """
+    record = prediction_record(prediction)
+    cells = []
+    for key in FIELDS:
+        value = record[key]
+        if isinstance(value, list):
+            cells.append(json.dumps(value, ensure_ascii=False))
+        else:
+            cells.append("" if value is None else str(value))
+    return cells
+
+
+def write_predictions(
+    predictions: Iterable[Prediction], output: str | Path, fmt: Optional[OutputFormat | str] = None, *, stdout: Optional[TextIO] = None
+) -> WriteStats:
+    """Stream predictions to a CSV or JSONL file, or to standard output.
+
+    A file appears only when complete: rows go to a temp file beside it, renamed at the
+    end, so an interrupted run leaves no half-written output. Standard output is written
+    row by row as predictions arrive.
+
+    Args:
+        predictions: results in the order to write (consumed once, lazily).
+        output: a file path, or ``"-"`` for standard output.
+        fmt: ``csv`` or ``jsonl``; None decides from ``output`` (``resolve_format``).
+        stdout: the stream used for ``"-"`` (default ``sys.stdout``).
+
+    Returns:
+        ``WriteStats(rows, failures)``.
+
+    Raises:
+        UsageError: unknown format, or ``output`` is an existing folder.
+    """
+    fmt = resolve_format(output, fmt)
+    if str(output) == STDOUT:
+        return _write(predictions, stdout if stdout is not None else sys.stdout, fmt)
+    path = Path(output)
+    if path.is_dir():
+        raise UsageError(f"{path}: is a folder; --output needs a file name such as preds.csv")
+    stats: list[WriteStats] = []
+
+    def write(tmp: Path) -> None:
+        # mkstemp creates 0600 files; a predictions file gets the usual umask permissions.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        with tmp.open("w", encoding="utf-8", newline="") as stream:
+            stats.append(_write(predictions, stream, fmt))
+
+    atomic_write(path, write)
+    return stats[0]
+
+
+def _write(predictions: Iterable[Prediction], stream: TextIO, fmt: OutputFormat) -> WriteStats:
+    rows = failures = 0
+    if fmt is OutputFormat.csv:
+        writer = csv.writer(stream, lineterminator="\n")
+        writer.writerow(FIELDS)
+    for prediction in predictions:
+        if fmt is OutputFormat.csv:
+            writer.writerow(csv_row(prediction))
+        else:
+            stream.write(json.dumps(prediction_record(prediction), ensure_ascii=False) + "\n")
+        rows += 1
+        failures += not prediction.ok
+    stream.flush()
+    return WriteStats(rows, failures)

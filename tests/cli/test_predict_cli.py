@@ -1,0 +1,120 @@
+"""``symnets predict`` through Typer's CliRunner: outputs, exit codes and one-line errors."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+pytest.importorskip("onnxruntime")
+
+from symnets_deploy._optional import is_available  # noqa: E402
+from symnets_deploy.card import ONNX_CARD_KEY  # noqa: E402
+from symnets_deploy.cli.main import app  # noqa: E402
+from symnets_deploy.predictor import FIELDS  # noqa: E402
+
+from tests.runtime.conftest import BAD, GOOD, mixed_folder, tiny_onnx  # noqa: E402,F401  (fixtures)
+from tests.runtime.test_backend_trt import make_plan  # noqa: E402
+
+runner = CliRunner()
+
+
+def invoke(*args: str, input: str | None = None):
+    return runner.invoke(app, ["predict", *map(str, args)], input=input)
+
+
+def read_csv(path: Path) -> list[dict]:
+    with path.open(newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+def assert_one_line_error(result, code: int, words: str) -> None:
+    assert result.exit_code == code, result.output
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and words in lines[0], result.stderr
+    assert "Traceback" not in result.output
+
+
+def test_folder_to_csv_one_row_per_image(tiny_onnx: Path, shapes_root: Path, tmp_path: Path) -> None:
+    out = tmp_path / "preds.csv"
+    result = invoke(shapes_root, "--engine", tiny_onnx, "--output", out, "--top-k", 2, "--batch-size", 4)
+    assert result.exit_code == 0, result.output
+    rows = read_csv(out)
+    images = sorted(p for p in shapes_root.rglob("*") if p.suffix in (".jpg", ".png"))
+    assert [r["path"] for r in rows] == [str(p) for p in images]
+    assert all(r["status"] == "ok" and len(json.loads(r["topk_labels"])) == 2 for r in rows)
+    probs = [json.loads(r["topk_probs"]) for r in rows]
+    assert all(p == sorted(p, reverse=True) and sum(p) <= 1 + 1e-5 for p in probs)
+    summary = result.stderr.strip().splitlines()[-1]
+    assert summary.startswith(f"{len(images)} images, 0 failed, ") and "images/s" in summary
+
+
+def test_mixed_folder_exit_code_3_and_a_complete_jsonl(tiny_onnx: Path, mixed_folder: Path, tmp_path: Path) -> None:
+    out = tmp_path / "preds.jsonl"
+    result = invoke(mixed_folder, "--engine", tiny_onnx, "--output", out)
+    assert result.exit_code == 3, result.output
+    summary, error = result.stderr.strip().splitlines()[-2:]
+    assert summary.startswith(f"{len(GOOD) + len(BAD)} images, {len(BAD)} failed, ")
+    assert error == f"error: {len(BAD)} of {len(GOOD) + len(BAD)} images could not be predicted (rows with status=error)"
+    assert "Traceback" not in result.output
+    records = {Path(r["path"]).relative_to(mixed_folder).as_posix(): r for r in map(json.loads, out.read_text().splitlines())}
+    assert sorted(records) == sorted([*GOOD, *BAD])
+    assert {n for n, r in records.items() if r["status"] == "error"} == set(BAD)
+    assert all(records[n]["error"] and records[n]["label"] is None for n in BAD)
+    assert all(list(r) == list(FIELDS) for r in records.values())
+
+
+def test_stdout_output_and_paths_from_stdin(tiny_onnx: Path, shapes_root: Path) -> None:
+    images = sorted(shapes_root.rglob("*.png"))[:3]
+    result = invoke("-", "--engine", tiny_onnx, "--format", "jsonl", input="\n".join(map(str, images)) + "\n")
+    assert result.exit_code == 0, result.output
+    records = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [r["path"] for r in records] == [str(p) for p in images]
+    csv_result = invoke(images[0], "--engine", tiny_onnx, "--no-recursive")
+    assert list(csv.DictReader(io.StringIO(csv_result.stdout)))[0]["path"] == str(images[0])
+
+
+def test_webcam_folder(tiny_onnx: Path, office_root: Path, tmp_path: Path) -> None:
+    webcam = office_root / "webcam"
+    out = tmp_path / "preds.csv"
+    result = invoke(webcam, "--engine", tiny_onnx, "--output", out, "--batch-size", 32)
+    assert result.exit_code == 0, result.output
+    assert len(read_csv(out)) == len(list(webcam.rglob("*.jpg")))
+
+
+def test_usage_errors_exit_2(tiny_onnx: Path, shapes_root: Path, tmp_path: Path) -> None:
+    assert_one_line_error(invoke(shapes_root, "--engine", tmp_path / "missing.onnx"), 2, "engine file not found")
+    assert_one_line_error(invoke(tmp_path / "nope", "--engine", tiny_onnx), 2, "no such file or folder")
+    assert_one_line_error(invoke(shapes_root, "--engine", tiny_onnx, "--output", tmp_path / "p.txt"), 2, "--format")
+    assert invoke(shapes_root, "--engine", tiny_onnx, "--top-k", 0).exit_code == 2
+    assert not (tmp_path / "p.txt").exists()
+
+
+def test_onnx_without_card_exits_5(tiny_onnx: Path, shapes_root: Path, tmp_path: Path) -> None:
+    onnx = pytest.importorskip("onnx")
+    model = onnx.load(str(tiny_onnx))
+    keep = [p for p in model.metadata_props if p.key != ONNX_CARD_KEY]
+    del model.metadata_props[:]
+    model.metadata_props.extend(keep)
+    bare = tmp_path / "bare.onnx"
+    onnx.save(model, str(bare))
+    out = tmp_path / "preds.csv"
+    assert_one_line_error(invoke(shapes_root, "--engine", bare, "--output", out), 5, "no model card")
+    assert not out.exists()
+
+
+def test_plan_with_missing_or_mismatched_sidecar_exits_5(shapes_root: Path, tmp_path: Path) -> None:
+    plan = make_plan(tmp_path)
+    plan.write_bytes(b"a different engine")
+    assert_one_line_error(invoke(shapes_root, "--engine", plan), 5, "sha256")
+    Path(str(plan) + ".json").unlink()
+    assert_one_line_error(invoke(shapes_root, "--engine", plan), 5, "sidecar not found")
+
+
+@pytest.mark.skipif(is_available("tensorrt"), reason="TensorRT is installed")
+def test_valid_plan_without_tensorrt_exits_4(shapes_root: Path, tmp_path: Path) -> None:
+    assert_one_line_error(invoke(shapes_root, "--engine", make_plan(tmp_path)), 4, "symnets-deploy[trt]")
