@@ -7,7 +7,7 @@ builds one and prints the result.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Optional
 
@@ -15,7 +15,7 @@ from symnets_deploy.enums import ExportFormat, Head, Precision
 from symnets_deploy.errors import ArtifactError, UsageError
 from symnets_deploy.export import formats as F
 from symnets_deploy.export.calibration import DEFAULT_MAX_IMAGES, collect_images
-from symnets_deploy.export.compare import EquivalenceReport, compare
+from symnets_deploy.export.compare import compare
 from symnets_deploy.export.onnx import DEFAULT_OPSET, MIN_OPSET
 from symnets_deploy.export.tolerances import tolerance_for
 from symnets_deploy.export.trt import DEFAULT_WORKSPACE_MIB, TrtProfile
@@ -95,18 +95,7 @@ class ExportConfig:
         return asdict(self)
 
 
-@dataclass(frozen=True)
-class ExportResult:
-    """A checked artifact: its report, the files written with it, and the wall time."""
-
-    artifact: Path
-    report: EquivalenceReport
-    report_path: Path
-    files: tuple[Path, ...]
-    seconds: float
-
-
-def run_export(config: ExportConfig) -> ExportResult:
+def run_export(config: ExportConfig) -> F.Produced:
     """Export a checkpoint, check it against PyTorch on real images, and place it.
 
     Raises:
@@ -130,7 +119,7 @@ def run_export(config: ExportConfig) -> ExportResult:
         workspace_mib=config.workspace_mib, timing_cache=Path(config.timing_cache) if config.timing_cache else None, env=env,
     )
     done = spec.produce(job)
-    return ExportResult(done.artifact, done.report, done.report_path, done.files, time.perf_counter() - start)
+    return replace(done, seconds=time.perf_counter() - start)
 
 
 def _same_model(artifact_card, checkpoint_card) -> bool:

@@ -54,12 +54,13 @@ class ExportJob:
 
 @dataclass(frozen=True)
 class Produced:
-    """A checked artifact and the files written with it."""
+    """A checked artifact, the files written with it, and the wall time of the whole export."""
 
     artifact: Path
     report: EquivalenceReport
     report_path: Path
     files: tuple[Path, ...]
+    seconds: float = 0.0
 
 
 def report_path(artifact: Path) -> Path:

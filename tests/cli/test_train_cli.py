@@ -19,13 +19,6 @@ runner = CliRunner()
 ENV = {"COLUMNS": "200", "TERMINAL_WIDTH": "200", "NO_COLOR": "1"}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """One torch thread for the tiny runs (a 2-thread pool stalls when other jobs share the cores)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _tiny_args(data_root: Path, out: Path, *extra: str) -> list[str]:

@@ -31,13 +31,6 @@ from symnets_deploy.train.trainer import make_card  # noqa: E402
 SIDE = 64
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """One torch thread: a 2-thread OpenMP pool stalls when other jobs share the 2 cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def test_registry_holds_the_designed_backbones():

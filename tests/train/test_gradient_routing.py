@@ -23,14 +23,6 @@ K = 3
 LAM = 0.7
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """One torch thread: tiny ops gain nothing from two, and a 2-thread OpenMP pool stalls badly
-    when other jobs share the 2 cores (see test_train_e2e.one_torch_thread)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _config(**kw) -> TrainConfig:
