@@ -7,9 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image, ImageDraw
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -47,35 +45,13 @@ def digits_root() -> Path:
     return _shared("digits_mnist_usps")
 
 
-def make_shapes_dataset(root: Path, domains=("photos", "sketches"), classes=("circle", "square", "triangle"), per_class: int = 6, seed: int = 0) -> Path:
-    """Write a small two-domain dataset: a class is a shape, a domain is a colour scheme."""
-    rng = np.random.default_rng(seed)
-    schemes = {0: ((250, 250, 250), (200, 30, 30)), 1: ((20, 20, 60), (240, 220, 40))}
-    for d, domain in enumerate(domains):
-        background, ink = schemes[d % 2]
-        for c, cls in enumerate(classes):
-            folder = root / domain / cls
-            folder.mkdir(parents=True, exist_ok=True)
-            for i in range(per_class):
-                w, h = int(rng.integers(40, 64)), int(rng.integers(40, 64))
-                img = Image.new("RGB", (w, h), background)
-                draw = ImageDraw.Draw(img)
-                x0, y0 = int(rng.integers(2, 10)), int(rng.integers(2, 10))
-                x1, y1 = w - int(rng.integers(2, 10)), h - int(rng.integers(2, 10))
-                if cls == "circle":
-                    draw.ellipse((x0, y0, x1, y1), fill=ink)
-                elif cls == "square":
-                    draw.rectangle((x0, y0, x1, y1), fill=ink)
-                else:
-                    draw.polygon([(x0, y1), (x1, y1), ((x0 + x1) // 2, y0)], fill=ink)
-                img.save(folder / f"{cls}_{i}.{'jpg' if i % 2 else 'png'}")
-    return root
-
-
 @pytest.fixture(scope="session")
 def shapes_root(tmp_path_factory) -> Path:
-    """A generated dataset with domains photos/sketches and classes circle/square/triangle."""
-    return make_shapes_dataset(tmp_path_factory.mktemp("shapes"))
+    """The built-in generator (train.synthetic) at test size: domains photos (studio style) and
+    sketches (street style), classes circle/square/triangle, 6 PNG/JPEG images each."""
+    from symnets_deploy.train.synthetic import make_dataset
+
+    return make_dataset(tmp_path_factory.mktemp("shapes"), per_class=6, domains=("photos", "sketches"), classes=("circle", "square", "triangle"))
 
 
 def _train_run(out: Path, data_root: Path, **overrides) -> Path:
