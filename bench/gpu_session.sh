@@ -16,7 +16,9 @@ DATA="$OLDPWD/.gpu/office_caltech10"
 BENCH="$OLDPWD/bench"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt"
 python3 -c "import torch; print('torch', torch.__version__)" | tee -a "$OUT/gpu.txt"
-python3 "$BENCH/train_throughput.py" --data-root "$DATA" --device cuda --iterations 200 --warmup 30 2>&1 | tail -8 | tee "$OUT/throughput.md"
-python3 "$BENCH/office_accuracy.py" --data-root "$DATA" --device cuda --iterations 1000 --batch-size 64 \
+DEVICE=${DEVICE:-cuda}  # DEVICE=cpu ITERATIONS=2 BATCH=4 TIMED=4 TASKS=A-W METHODS=symnets: a CPU smoke run of this script
+python3 "$BENCH/train_throughput.py" --data-root "$DATA" --device "$DEVICE" --iterations "${TIMED:-200}" --warmup "${WARMUP:-30}" \
+    --batch-size "${BATCH:-64}" 2>&1 | tail -8 | tee "$OUT/throughput.md"
+python3 "$BENCH/office_accuracy.py" --data-root "$DATA" --device "$DEVICE" --iterations "${ITERATIONS:-1000}" --batch-size "${BATCH:-64}" \
     --tasks "${TASKS:-A-W,D-A,W-A,A-D,D-W,W-D}" --methods "${METHODS:-symnets,source-only}" --seeds "${SEEDS:-0}" \
-    --json "$OUT/results.json" 2>&1 | grep -v "^\[" | tee "$OUT/accuracy.log" | tail -16
+    --json "$OUT/results.json" 2>&1 | tee "$OUT/accuracy.log" | tail -16

@@ -235,10 +235,22 @@ def random_crop_flip(
     rows = top[:, None] + steps
     cols = left[:, None] + steps
     cols = torch.where(flip[:, None], cols.flip(1), cols)
-    idx, rows, cols = (t.to(device, non_blocking=True) for t in (index, rows, cols))
+    idx, rows, cols = (upload(t, device) for t in (index, rows, cols))
     # Advanced indexing with a slice in the middle yields [B, S, S, 3].
     out = images[idx[:, None, None], :, rows[:, :, None], cols[:, None, :]]
     return out.permute(0, 3, 1, 2)
+
+
+def upload(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Copy a small CPU tensor to ``device`` without stalling the GPU.
+
+    A copy from pageable memory makes CUDA wait for the stream to drain, which would serialise
+    every iteration's Python work with the previous iteration's kernels; from pinned memory the
+    copy is queued like a kernel.
+    """
+    if device.type != "cuda":
+        return tensor.to(device)
+    return tensor.pin_memory().to(device, non_blocking=True)
 
 
 def augmentation_generator(seed: int, iteration: int, stream: int) -> torch.Generator:

@@ -211,7 +211,7 @@ def train(config: TrainConfig, reporter: Optional[Reporter] = None, *, resume: b
     def batch(stream: int, it: int, decoded: D.DecodedDomain) -> tuple[torch.Tensor, torch.Tensor]:
         idx = samplers[stream].indices(it)
         x = D.random_crop_flip(decoded.images, decoded.sizes, idx, config.image_size, D.augmentation_generator(config.seed, it, stream))
-        return x.float().contiguous(memory_format=placement.memory_format()), decoded.labels[idx.to(decoded.labels.device)]
+        return x.float().contiguous(memory_format=placement.memory_format()), decoded.labels[D.upload(idx, decoded.labels.device)]
 
     def checkpoint(iteration: int, metrics: dict[str, Any]) -> None:
         save_checkpoint(out / "last.pt", {
