@@ -28,6 +28,11 @@ def train(
     batch_size: int = typer.Option(32, help="B, images per domain per iteration."),
     lr: float = typer.Option(0.01, help="Head learning rate lr0 (annealed as lr0 / (1 + 10 p)^0.75)."),
     backbone_lr_mult: Optional[float] = typer.Option(None, help="G's lr as a multiple of --lr (default 0.1 when pretrained, 1.0 from scratch)."),
+    momentum: float = typer.Option(0.9, help="SGD momentum (Nesterov when > 0)."),
+    weight_decay: float = typer.Option(1e-4, help="SGD weight decay."),
+    lr_alpha: float = typer.Option(10.0, help="lr annealing alpha: lr_p = lr0 / (1 + alpha p)^beta."),
+    lr_beta: float = typer.Option(0.75, help="lr annealing beta."),
+    lambda_gamma: float = typer.Option(10.0, help="Confusion weight schedule: lambda_p = 2 / (1 + exp(-gamma p)) - 1."),
     image_size: Optional[int] = typer.Option(None, help="Crop side S (default: the backbone's, 224); resize is round(S*256/224)."),
     device: Device = typer.Option(Device.auto, help="auto picks CUDA when present (bf16 autocast there, fp32 on CPU)."),
     seed: int = typer.Option(0, help="Random seed (sampling, crops, init)."),
@@ -56,7 +61,8 @@ def train(
         config = TrainConfig(
             source=source, target=target, data_root=str(data_root), dataset=dataset, backbone=backbone,
             weights=str(weights) if weights else "imagenet", method=method, ablation=ablation, head=head.value,
-            iterations=iterations, batch_size=batch_size, lr=lr, backbone_lr_mult=backbone_lr_mult, image_size=image_size,
+            iterations=iterations, batch_size=batch_size, lr=lr, backbone_lr_mult=backbone_lr_mult, momentum=momentum,
+            weight_decay=weight_decay, lr_alpha=lr_alpha, lr_beta=lr_beta, lambda_gamma=lambda_gamma, image_size=image_size,
             device=device.value, seed=seed, out=str(out), eval_every=eval_every, checkpoint_every=checkpoint_every,
             log_every=log_every, threads=threads, cache=cache, cache_dir=str(cache_dir) if cache_dir else None,
         )

@@ -77,6 +77,8 @@ class TrainConfig:
                 raise UsageError(f"{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
         if self.lr <= 0:
             raise UsageError(f"lr must be positive, got {self.lr}")
+        if not 0 <= self.momentum < 1 or self.weight_decay < 0:
+            raise UsageError(f"need 0 <= momentum < 1 and weight-decay >= 0, got {self.momentum}, {self.weight_decay}")
 
     @property
     def eval_head(self) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 import shutil
 from pathlib import Path
@@ -17,8 +18,6 @@ torch = pytest.importorskip("torch")
 runner = CliRunner()
 # Wide, plain help text: option names are never wrapped or truncated.
 ENV = {"COLUMNS": "200", "TERMINAL_WIDTH": "200", "NO_COLOR": "1"}
-
-
 
 
 def _tiny_args(data_root: Path, out: Path, *extra: str) -> list[str]:
@@ -131,3 +130,22 @@ def test_click_usage_errors_exit_2(shapes_root, tmp_path):
     assert "Traceback" not in result.output
     result = runner.invoke(app, _tiny_args(shapes_root, tmp_path / "run", "--head", "middle"), env=ENV)
     assert result.exit_code == 2
+
+
+def test_schedule_options_reach_the_run(shapes_root, tmp_path):
+    out = tmp_path / "run"
+    extra = ("--momentum", "0.5", "--weight-decay", "0.001", "--lr-alpha", "5", "--lr-beta", "0.5", "--lambda-gamma", "3", "--log-every", "1")
+    result = runner.invoke(app, _tiny_args(shapes_root, out, *extra), env=ENV)
+    assert result.exit_code == 0, result.output
+    config = json.loads((out / "config.json").read_text())
+    assert (config["momentum"], config["weight_decay"], config["lr_alpha"], config["lr_beta"], config["lambda_gamma"]) == (0.5, 0.001, 5.0, 0.5, 3.0)
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    last = [r for r in records if "lr_head" in r][-1]  # iteration 3 of 3 used p = 2/3
+    p = 2 / 3
+    assert last["lr_head"] == pytest.approx(0.01 / (1 + 5 * p) ** 0.5)
+    assert last["lambda"] == pytest.approx(2 / (1 + math.exp(-3 * p)) - 1)
+
+
+def test_invalid_momentum_is_a_usage_error(shapes_root, tmp_path):
+    result = runner.invoke(app, _tiny_args(shapes_root, tmp_path / "run", "--momentum", "1.5"), env=ENV)
+    assert "momentum" in _assert_one_line_error(result, 2)
