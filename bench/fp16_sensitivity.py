@@ -10,6 +10,7 @@ first conv fp32, head fp32.
 from __future__ import annotations
 
 import argparse
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +36,7 @@ def main() -> None:
     parser.add_argument("--images", default=None, help="folder of real images (default: the card's target domain)")
     parser.add_argument("--max-images", type=int, default=10_000)
     args = parser.parse_args()
+    warnings.filterwarnings("ignore", message="the float32 number", category=UserWarning)  # one per tiny weight
     model, card, _ = model_from_checkpoint(Path(args.checkpoint))
     images = np.concatenate(collect_images(card, Path(args.images) if args.images else None, max_images=args.max_images).batches(64))
     proto = to_model_proto(model, card.head, card.input_size)
