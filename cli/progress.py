@@ -7,7 +7,7 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-console = Console(stderr=True)
+console = Console(stderr=True, log_path=False)
 
 
 class TrainProgress:
@@ -23,14 +23,14 @@ class TrainProgress:
 
     def start(self, total: int, completed: int) -> None:
         self._progress = Progress(
-            TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
+            TextColumn("[bold]train"), BarColumn(bar_width=16), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
             TextColumn("{task.fields[info]}"), console=console, transient=False,
         )
         self._progress.start()
         self._task = self._progress.add_task("train", total=total, completed=completed, info="")
 
     def advance(self, iteration: int, info: dict[str, Any]) -> None:
-        for key, label in (("cls_total", "cls"), ("feat_total", "feat"), ("total", "loss"), ("acc_ct", "acc_ct"), ("acc_cs", "acc_cs"), ("images_per_s", "img/s")):
+        for key, label in (("cls_total", "cls"), ("feat_total", "feat"), ("total", "loss"), ("acc_ct", "acc"), ("images_per_s", "img/s")):
             if key in info:
                 value = info[key]
                 self._fields[label] = f"{value:.0f}" if label == "img/s" else f"{value:.3f}"
