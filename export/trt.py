@@ -62,11 +62,12 @@ class CudaDevice:
 def require_tensorrt():
     """Import TensorRT or fail with one line saying what to install, and where (exit code 4)."""
     try:
-        return require("tensorrt", extra="trt", purpose="building a TensorRT engine")
-    except MissingDependencyError as exc:
-        raise MissingDependencyError(f"{exc}; {_GPU_HINT}") from None
+        import tensorrt
+    except ImportError as exc:
+        raise MissingDependencyError(f"building a TensorRT engine needs 'tensorrt' (import error: {exc}); {_GPU_HINT}") from None
     except OSError as exc:  # the wheel is there but its libnvinfer cannot be loaded
         raise MissingDependencyError(f"building a TensorRT engine: 'tensorrt' is installed but cannot load its libraries ({exc}); {_GPU_HINT}") from None
+    return tensorrt
 
 
 def cuda_device() -> CudaDevice:
