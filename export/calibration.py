@@ -7,7 +7,6 @@ sorted paths, evenly spaced when capped, so every class folder is represented.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -16,7 +15,8 @@ import numpy as np
 
 from symnets_deploy.card import ModelCard
 from symnets_deploy.errors import ImageError, UsageError
-from symnets_deploy.preprocess import IMAGE_EXTENSIONS, PreprocessConfig, preprocess_image, to_batch
+from symnets_deploy.inputs import scan_folder
+from symnets_deploy.preprocess import PreprocessConfig, preprocess_image, to_batch
 
 #: Enough images that the fp16 top-1 bound (99%) tolerates one near-tie flip instead of none.
 DEFAULT_MAX_IMAGES = 256
@@ -45,15 +45,6 @@ class CalibrationImages:
 
     def to_dict(self) -> dict:
         return {"source": self.source, "count": len(self.paths), "skipped": list(self.skipped)}
-
-
-def list_images(folder: Path) -> list[Path]:
-    """Image files under ``folder`` (recursive, hidden entries skipped), sorted by relative path."""
-    found = []
-    for dirpath, dirnames, filenames in os.walk(folder):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        found += [Path(dirpath) / f for f in filenames if not f.startswith(".") and Path(f).suffix.lower() in IMAGE_EXTENSIONS]
-    return sorted(found, key=lambda p: p.relative_to(folder).as_posix())
 
 
 def spread(items: list, limit: int) -> list:
@@ -94,7 +85,7 @@ def collect_images(card: ModelCard, folder: Optional[Path] = None, *, max_images
         folder = Path(folder)
         if not folder.is_dir():
             raise UsageError(f"{folder}: calibration image folder not found")
-        source, paths = str(folder), list_images(folder)
+        source, paths = str(folder), scan_folder(folder)
     else:
         source, paths = _target_domain_images(card)
     cfg = PreprocessConfig.from_card(card)

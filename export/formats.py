@@ -28,7 +28,7 @@ from symnets_deploy.export.onnx import export_onnx, onnx_precision
 from symnets_deploy.export.reference import TorchReference
 from symnets_deploy.export.tolerances import tolerance_for
 from symnets_deploy.sidecar import EngineSidecar, check_sidecar, read_sidecar, sha256_file, sidecar_path, write_sidecar
-from symnets_deploy.train.checkpoint import atomic_write
+from symnets_deploy.atomic import atomic_write
 from symnets_deploy.train.model import SymNet
 
 #: Images per batch in checks against ONNX Runtime (TensorRT uses its profile's opt batch).

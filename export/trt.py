@@ -17,7 +17,7 @@ from symnets_deploy._optional import require
 from symnets_deploy.backends.base import INPUT_NAME
 from symnets_deploy.enums import Precision
 from symnets_deploy.errors import ArtifactError, MissingDependencyError, UsageError
-from symnets_deploy.train.checkpoint import atomic_write
+from symnets_deploy.atomic import atomic_write
 
 DEFAULT_WORKSPACE_MIB = 1024
 _GPU_HINT = "TensorRT engines are built on a machine with an NVIDIA GPU: pip install 'symnets-deploy[trt]' there"

@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from symnets_deploy.atomic import atomic_write
 from symnets_deploy.card import ModelCard
 from symnets_deploy.errors import ArtifactError
 
@@ -116,15 +115,7 @@ def write_sidecar(plan: Path, sidecar: EngineSidecar) -> Path:
     """
     path = sidecar_path(plan)
     text = json.dumps(sidecar.to_dict(), indent=2, sort_keys=True) + "\n"
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
 def read_sidecar(plan: Path) -> EngineSidecar:

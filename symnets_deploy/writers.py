@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -130,10 +129,6 @@ def write_predictions(
     stats: list[WriteStats] = []
 
     def write(tmp: Path) -> None:
-        # mkstemp creates 0600 files; a predictions file gets the usual umask permissions.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
         with tmp.open("w", encoding="utf-8", newline="") as stream:
             stats.append(_write(predictions, stream, fmt))
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from symnets_deploy.atomic import atomic_write  # noqa: F401  (re-exported for callers)
+from symnets_deploy.atomic import atomic_write
 from symnets_deploy.card import ModelCard
 from symnets_deploy.errors import ArtifactError
 from symnets_deploy.train.backbones import create_backbone, get_backbone

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from symnets_deploy.errors import ImageError, UsageError
+from symnets_deploy.inputs import scan_folder
 from symnets_deploy.preprocess import IMAGE_EXTENSIONS, PreprocessConfig, open_image, preprocess_image, resize_shorter
 from symnets_deploy.train.presets import PRESETS
 
@@ -62,11 +63,7 @@ def scan_domain(data_root: Path, name: str) -> Domain:
         available = sorted(p.name for p in Path(data_root).iterdir() if p.is_dir()) if Path(data_root).is_dir() else []
         raise UsageError(f"{root}: domain folder not found (domains under {data_root}: {', '.join(available) or 'none'})")
     class_names = tuple(sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")))
-    samples = []
-    for label, cls in enumerate(class_names):
-        for dirpath, dirnames, filenames in os.walk(root / cls):
-            dirnames.sort()
-            samples += [(Path(dirpath) / f, label) for f in sorted(filenames) if Path(f).suffix.lower() in IMAGE_EXTENSIONS]
+    samples = [(path, label) for label, cls in enumerate(class_names) for path in scan_folder(root / cls)]
     if not samples:
         raise UsageError(f"{root}: domain '{name}' has no images in <class>/<image> folders")
     return Domain(name, root, class_names, tuple(samples))
