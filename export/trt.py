@@ -17,6 +17,7 @@ from symnets_deploy._optional import require
 from symnets_deploy.backends.base import INPUT_NAME
 from symnets_deploy.enums import Precision
 from symnets_deploy.errors import ArtifactError, MissingDependencyError, UsageError
+from symnets_deploy.host import cache_root
 from symnets_deploy.atomic import atomic_write
 
 DEFAULT_WORKSPACE_MIB = 1024
@@ -83,8 +84,7 @@ def cuda_device() -> CudaDevice:
 
 def default_timing_cache(tensorrt_version: str, device: CudaDevice) -> Path:
     """A per-version, per-architecture timing cache under the user's cache folder, reused across builds."""
-    root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "symnets-deploy"
-    return root / f"tensorrt-{tensorrt_version}-sm{device.compute_capability.replace('.', '')}.timing-cache"
+    return cache_root() / f"tensorrt-{tensorrt_version}-sm{device.compute_capability.replace('.', '')}.timing-cache"
 
 
 def _parse_onnx(trt, builder, logger, onnx_path: Path):

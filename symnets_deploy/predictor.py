@@ -15,7 +15,6 @@ artifact's card; nothing is guessed.
 
 from __future__ import annotations
 
-import os
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, fields
@@ -29,6 +28,7 @@ from symnets_deploy.backends import Backend, open_backend
 from symnets_deploy.card import ModelCard
 from symnets_deploy.enums import Device
 from symnets_deploy.errors import ArtifactError, ImageError, UsageError
+from symnets_deploy.host import usable_cpus
 from symnets_deploy.preprocess import ImageInput, PreprocessConfig, preprocess_image, to_batch
 
 #: Default images per ``infer`` call: good CPU throughput, small memory (see bench/predict_throughput.py).
@@ -116,7 +116,7 @@ class Predictor:
         self.limits = backend.batch_limits()
         self.batch_size = self.limits.fit(batch_size)
         self.top_k = min(top_k, self.card.num_classes)
-        self.workers = workers or max(1, min(4, os.cpu_count() or 1))
+        self.workers = workers or min(4, usable_cpus())
         self.prefetch = prefetch
 
     @classmethod

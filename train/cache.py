@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from symnets_deploy.atomic import atomic_write
+from symnets_deploy.host import cache_root
 from symnets_deploy.train.data import MAX_ASPECT, DecodedDomain, Domain, decode_domain
 
 #: Bump when the decoded layout changes, so old caches are never misread.
@@ -23,9 +24,9 @@ CACHE_FORMAT = 1
 
 
 def default_cache_dir() -> Path:
-    """``$SYMNETS_CACHE_DIR``, else ``~/.cache/symnets-deploy/decoded``."""
+    """``$SYMNETS_CACHE_DIR``, else ``decoded`` under the project's cache root (~/.cache/symnets-deploy)."""
     env = os.environ.get("SYMNETS_CACHE_DIR")
-    return Path(env) if env else Path.home() / ".cache" / "symnets-deploy" / "decoded"
+    return Path(env) if env else cache_root() / "decoded"
 
 
 def cache_key(domain: Domain, resize: int) -> str:

@@ -8,7 +8,6 @@ which makes resume exact without saving sampler state.
 
 from __future__ import annotations
 
-import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +17,7 @@ import numpy as np
 import torch
 
 from symnets_deploy.errors import ImageError, UsageError
+from symnets_deploy.host import usable_cpus
 from symnets_deploy.inputs import scan_folder
 from symnets_deploy.preprocess import IMAGE_EXTENSIONS, PreprocessConfig, open_image, preprocess_image, resize_shorter
 from symnets_deploy.train.presets import PRESETS
@@ -144,8 +144,7 @@ def decode_domain(domain: Domain, resize: int, threads: int = 0) -> DecodedDomai
     Args:
         threads: decoder threads (0: one per CPU core; Pillow releases the GIL while decoding).
     """
-    workers = threads or os.cpu_count() or 1
-    with ThreadPoolExecutor(max_workers=workers) as pool:
+    with ThreadPoolExecutor(max_workers=threads or usable_cpus()) as pool:
         arrays = list(pool.map(lambda s: _decode_resized(s[0], resize), domain.samples))
     hmax, wmax = max(a.shape[0] for a in arrays), max(a.shape[1] for a in arrays)
     images = torch.zeros((len(arrays), 3, hmax, wmax), dtype=torch.uint8)
@@ -157,7 +156,7 @@ def decode_domain(domain: Domain, resize: int, threads: int = 0) -> DecodedDomai
 
 def decode_eval(domain: Domain, cfg: PreprocessConfig, threads: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """The whole domain through the runtime's evaluation preprocessing: uint8 [N,3,S,S], labels [N]."""
-    workers = threads or os.cpu_count() or 1
+    workers = threads or usable_cpus()
 
     def one(sample: tuple[Path, int]) -> np.ndarray:
         try:

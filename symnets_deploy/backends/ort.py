@@ -14,6 +14,7 @@ from symnets_deploy.backends.base import INPUT_NAME, OUTPUT_NAMES, Backend, Batc
 from symnets_deploy.card import ONNX_CARD_KEY, ModelCard
 from symnets_deploy.enums import Device
 from symnets_deploy.errors import ArtifactError, MissingDependencyError, UsageError
+from symnets_deploy.host import cache_root, usable_cpus
 
 
 class Provider(str, Enum):
@@ -80,18 +81,6 @@ def select_providers(device: Device | str, provider: Optional[Provider | str], a
     return [PROVIDERS[p] for p in wanted]
 
 
-def _cpu_count() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))  # the cores this process may use
-    except AttributeError:  # not on Linux
-        return max(1, os.cpu_count() or 1)
-
-
-def _cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "symnets" / "ort_tensorrt"
-
-
 class OrtBackend(Backend):
     """Runs an exported ``.onnx`` (card in ``metadata_props``) with ONNX Runtime.
 
@@ -151,7 +140,7 @@ class OrtBackend(Backend):
         options.log_severity_level = 3
         options.inter_op_num_threads = 1
         if providers[0] == PROVIDERS[Provider.cpu]:
-            budget = self.threads or _cpu_count()
+            budget = self.threads or usable_cpus()
             self._calls = self.concurrency or min(2, budget)
             options.intra_op_num_threads = max(1, budget // self._calls)
         else:
@@ -189,7 +178,7 @@ class OrtBackend(Backend):
             return {}
         # Building a TensorRT engine takes minutes; cache it (one per input shape, which is why
         # this provider gets fixed-size batches).
-        cache = _cache_dir()
+        cache = cache_root() / "ort_tensorrt"
         cache.mkdir(parents=True, exist_ok=True)
         return {"trt_engine_cache_enable": "True", "trt_engine_cache_path": str(cache), "trt_timing_cache_enable": "True"}
 
