@@ -291,6 +291,6 @@ def _load(name: Optional[str], image: ImageInput, cfg: PreprocessConfig) -> np.n
     except ImageError as exc:
         return str(exc)
     except Exception as exc:
-        # Pillow's decoders raise assorted types on corrupt data (EOFError, struct.error,
-        # IndexError, ...); one bad file must not end a run over thousands.
+        # open_image maps Pillow's known decoder errors to ImageError; this is the last guard
+        # for anything else, so one bad file never ends a run over thousands.
         return f"{name or 'image'}: cannot decode ({type(exc).__name__}: {exc})"

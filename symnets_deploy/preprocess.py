@@ -7,6 +7,7 @@ graph, which takes float32 RGB values in 0..255.
 
 from __future__ import annotations
 
+import struct
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -104,7 +105,8 @@ def open_image(path: str | Path, *, draft_size: int | None = None, max_pixels: i
         size = path.stat().st_size if path.exists() else 0
         reason = "empty file" if size == 0 else "not an image Pillow can read"
         raise ImageError(f"{path}: {reason}") from None
-    except (OSError, SyntaxError, ValueError) as exc:
+    except (OSError, SyntaxError, ValueError, EOFError, IndexError, struct.error) as exc:
+        # Pillow's decoders raise all of these on corrupt data.
         raise ImageError(f"{path}: cannot decode ({_one_line(exc)})") from None
 
 
