@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Optional
 
-from symnets_deploy.enums import ExportFormat, Head, Precision
+from symnets_deploy.enums import ExportFormat, Head, Precision, parse_choice
 from symnets_deploy.errors import ArtifactError, UsageError
 from symnets_deploy.export import formats as F
 from symnets_deploy.export.calibration import DEFAULT_MAX_IMAGES, collect_images
@@ -20,13 +20,6 @@ from symnets_deploy.export.onnx import DEFAULT_OPSET, MIN_OPSET
 from symnets_deploy.export.tolerances import tolerance_for
 from symnets_deploy.export.trt import DEFAULT_WORKSPACE_MIB, TrtProfile
 from symnets_deploy.train.checkpoint import model_from_checkpoint
-
-
-def _choice(enum, value: str, option: str):
-    try:
-        return enum(value)
-    except ValueError:
-        raise UsageError(f"unknown {option} {value!r} (valid: {', '.join(e.value for e in enum)})") from None
 
 
 @dataclass(frozen=True)
@@ -60,10 +53,10 @@ class ExportConfig:
     timing_cache: Optional[str] = None
 
     def __post_init__(self) -> None:
-        fmt = _choice(ExportFormat, self.format, "format")
-        _choice(Precision, self.precision, "precision")
+        fmt = parse_choice(ExportFormat, self.format, "format")
+        parse_choice(Precision, self.precision, "precision")
         if self.head is not None:
-            _choice(Head, self.head, "head")
+            parse_choice(Head, self.head, "head")
         if fmt is not ExportFormat.trt:
             given = [f"--{n.replace('_', '-')}" for n in ("min_batch", "opt_batch", "max_batch", "timing_cache") if getattr(self, n) is not None]
             if given:

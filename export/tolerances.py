@@ -10,8 +10,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any, Optional
 
-from symnets_deploy.enums import Precision
-from symnets_deploy.errors import UsageError
+from symnets_deploy.enums import Precision, parse_choice
 
 
 @dataclass(frozen=True)
@@ -44,7 +43,4 @@ TOLERANCES: dict[Precision, Tol] = {
 
 def tolerance_for(precision: Precision | str) -> Tol:
     """The thresholds of a precision; unknown names list the valid ones."""
-    try:
-        return TOLERANCES[Precision(precision)]
-    except ValueError:
-        raise UsageError(f"unknown precision {precision!r} (valid: {', '.join(p.value for p in Precision)})") from None
+    return TOLERANCES[parse_choice(Precision, precision, "precision")]

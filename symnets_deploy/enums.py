@@ -7,6 +7,23 @@ a format, head or precision as a bare string of its own (timm's ``json-record(s)
 from __future__ import annotations
 
 from enum import Enum
+from typing import TypeVar
+
+from symnets_deploy.errors import UsageError
+
+E = TypeVar("E", bound=Enum)
+
+
+def parse_choice(enum: type[E], value, what: str) -> E:
+    """``value`` (a member or its string value) as a member of ``enum``.
+
+    Raises:
+        UsageError: not a valid value; the message lists the valid ones.
+    """
+    try:
+        return enum(getattr(value, "value", value))
+    except ValueError:
+        raise UsageError(f"unknown {what} {value!r} (valid: {', '.join(str(e.value) for e in enum)})") from None
 
 
 class Head(str, Enum):

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Iterable, Optional, TextIO
 
 from symnets_deploy.atomic import atomic_write
-from symnets_deploy.enums import OutputFormat
+from symnets_deploy.enums import OutputFormat, parse_choice
 from symnets_deploy.errors import UsageError
 from symnets_deploy.predictor import FIELDS, Prediction
 
@@ -50,10 +50,7 @@ def resolve_format(output: str | Path, fmt: Optional[OutputFormat | str] = None)
         UsageError: unknown format, or a file suffix that names none (pass ``--format``).
     """
     if fmt is not None:
-        try:
-            return OutputFormat(getattr(fmt, "value", fmt))
-        except ValueError:
-            raise UsageError(f"unknown output format {fmt!r} (valid: {', '.join(f.value for f in OutputFormat)})") from None
+        return parse_choice(OutputFormat, fmt, "output format")
     if str(output) == STDOUT:
         return OutputFormat.csv
     found = SUFFIX_FORMATS.get(Path(output).suffix.lower())

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Optional
 
-from symnets_deploy.enums import Device, Head
+from symnets_deploy.enums import Device, Head, parse_choice
 from symnets_deploy.errors import UsageError
 from symnets_deploy.train.backbones import PRETRAINED, get_backbone
 from symnets_deploy.train.losses import Ablation
@@ -62,11 +62,8 @@ class TrainConfig:
             object.__setattr__(self, "backbone_lr_mult", 0.1 if self.weights is not None else 1.0)
         if self.method not in METHODS:
             raise UsageError(f"unknown method {self.method!r} (valid: {', '.join(METHODS)})")
-        for name in ("ablation", "head", "device"):
-            enum = {"ablation": Ablation, "head": Head, "device": Device}[name]
-            value = getattr(self, name)
-            if value not in {e.value for e in enum}:
-                raise UsageError(f"unknown {name} {value!r} (valid: {', '.join(e.value for e in enum)})")
+        for name, enum in (("ablation", Ablation), ("head", Head), ("device", Device)):
+            parse_choice(enum, getattr(self, name), name)
         if self.method == "source-only" and self.ablation != Ablation.none.value:
             raise UsageError("--ablation applies to --method symnets only")
         for name in ("iterations", "batch_size", "image_size", "eval_batch_size"):

@@ -11,7 +11,7 @@ from typing import Callable, Optional
 from symnets_deploy.backends.base import INPUT_NAME, OUTPUT_NAMES, Backend, BatchLimits, TensorSpec
 from symnets_deploy.backends.ort import OrtBackend, Provider
 from symnets_deploy.backends.trt import TrtBackend
-from symnets_deploy.enums import Device
+from symnets_deploy.enums import Device, parse_choice
 from symnets_deploy.errors import UsageError
 
 __all__ = ["BACKENDS", "INPUT_NAME", "OUTPUT_NAMES", "Backend", "BatchLimits", "OrtBackend", "Provider", "TensorSpec", "TrtBackend", "open_backend"]
@@ -52,10 +52,7 @@ def open_backend(path: str | Path, *, device: Device | str = Device.auto, provid
     path = Path(path)
     if not path.is_file():
         raise UsageError(f"{path}: engine file not found")
-    try:
-        device = Device(getattr(device, "value", device))
-    except ValueError:
-        raise UsageError(f"unknown device {device!r} (valid: {', '.join(d.value for d in Device)})") from None
+    device = parse_choice(Device, device, "device")
     factory = BACKENDS.get(path.suffix.lower())
     if factory is None:
         raise UsageError(f"{path}: unknown engine type {path.suffix!r} (valid: {', '.join(BACKENDS)})")

@@ -12,7 +12,7 @@ import numpy as np
 from symnets_deploy._optional import require
 from symnets_deploy.backends.base import INPUT_NAME, OUTPUT_NAMES, Backend, BatchLimits, TensorSpec
 from symnets_deploy.card import ONNX_CARD_KEY, ModelCard
-from symnets_deploy.enums import Device
+from symnets_deploy.enums import Device, parse_choice
 from symnets_deploy.errors import ArtifactError, MissingDependencyError, UsageError
 from symnets_deploy.host import cache_root, usable_cpus
 
@@ -61,10 +61,7 @@ def select_providers(device: Device | str, provider: Optional[Provider | str], a
     order = [p for p in PROVIDERS if PROVIDERS[p] in available]
     install_gpu = "pip install 'symnets-deploy[gpu]' (onnxruntime-gpu, in place of onnxruntime)"
     if provider is not None:
-        try:
-            provider = Provider(str(getattr(provider, "value", provider)).lower())
-        except ValueError:
-            raise UsageError(f"unknown provider {provider!r} (valid: {', '.join(p.value for p in Provider)})") from None
+        provider = parse_choice(Provider, str(getattr(provider, "value", provider)).lower(), "provider")
         if device is not Device.auto and (device is Device.cpu) != (provider is Provider.cpu):
             raise UsageError(f"--provider {provider.value} contradicts --device {device.value}")
         if provider not in order:
