@@ -205,6 +205,8 @@ def train(config: TrainConfig, reporter: Optional[Reporter] = None, *, resume: b
     cache_dir = (Path(config.cache_dir) if config.cache_dir else default_cache_dir()) if config.cache else None
     src_data = load_or_decode(source, resize, threads=config.threads, cache_dir=cache_dir)[0].to(device)
     tgt_data = load_or_decode(target, resize, threads=config.threads, cache_dir=cache_dir)[0].to(device) if config.method == "symnets" else None
+    # Evaluation decodes the target again through the runtime's own preprocessing (not from the
+    # training tensors), so the reported accuracy is exactly what `predict` will see.
     eval_images, eval_labels = D.decode_eval(target, PreprocessConfig(resize, config.image_size, get_backbone(config.backbone).interpolation), config.threads)
     samplers = [D.BatchSampler(len(source.samples), config.batch_size, config.seed, 0), D.BatchSampler(len(target.samples), config.batch_size, config.seed, 1)]
 
