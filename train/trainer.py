@@ -207,7 +207,7 @@ def train(config: TrainConfig, reporter: Optional[Reporter] = None, *, resume: b
     tgt_data = load_or_decode(target, resize, threads=config.threads, cache_dir=cache_dir)[0].to(device) if config.method == "symnets" else None
     # Evaluation decodes the target again through the runtime's own preprocessing (not from the
     # training tensors), so the reported accuracy is exactly what `predict` will see.
-    eval_images, eval_labels = D.decode_eval(target, PreprocessConfig(resize, config.image_size, get_backbone(config.backbone).interpolation), config.threads)
+    eval_images, eval_labels = D.decode_eval(target, PreprocessConfig.from_card(make_card(config, source.class_names)), config.threads)
     samplers = [D.BatchSampler(len(source.samples), config.batch_size, config.seed, 0), D.BatchSampler(len(target.samples), config.batch_size, config.seed, 1)]
 
     def batch(stream: int, it: int, decoded: D.DecodedDomain) -> tuple[torch.Tensor, torch.Tensor]:
