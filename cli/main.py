@@ -63,6 +63,7 @@ def _register() -> None:
     from symnets_deploy.cli import export as _export  # noqa: F401
     from symnets_deploy.cli import verify as _verify  # noqa: F401
     from symnets_deploy.cli import predict as _predict  # noqa: F401
+    from symnets_deploy.cli import evaluate as _evaluate  # noqa: F401
     from symnets_deploy.cli import demo as _demo  # noqa: F401
 
 

@@ -1,0 +1,40 @@
+"""``symnets evaluate``: accuracy and confusion matrix of an exported artifact on labeled images."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from symnets_deploy.backends.ort import Provider
+from symnets_deploy.cli.main import app, handle_errors
+from symnets_deploy.enums import Device
+
+
+@app.command()
+@handle_errors
+def evaluate(
+    artifact: Path = typer.Argument(..., help="model.onnx or model.plan (with its .plan.json sidecar)."),
+    data_dir: Path = typer.Argument(..., help="Labeled images as DATA_DIR/<class>/<image>; class folders named as in the model card (a subset is fine)."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the results as JSON (atomically)."),
+    top_k: int = typer.Option(1, "--top-k", min=1, help="Also report top-k accuracy."),
+    batch_size: int = typer.Option(16, "--batch-size", min=1, help="Images per inference call (fitted into a TensorRT profile)."),
+    device: Device = typer.Option(Device.auto, help="auto: TensorRT/CUDA when available, else CPU."),
+    provider: Optional[Provider] = typer.Option(None, case_sensitive=False, help="ONNX Runtime execution provider (overrides --device)."),
+    threads: int = typer.Option(0, min=0, help="Inference threads in total (0: one per CPU core)."),
+) -> None:
+    """Accuracy, per-class accuracy and confusion matrix on labeled images; exit code 3 when some images fail."""
+    from symnets_deploy.errors import PartialFailure
+    from symnets_deploy.evaluation import evaluate_artifact
+
+    result = evaluate_artifact(artifact, data_dir, top_k=top_k, batch_size=batch_size, device=device, provider=provider, threads=threads)
+    typer.echo(result.table())
+    if json_out is not None:
+        typer.echo(f"results -> {result.save(json_out)}", err=True)
+    if result.failed:
+        first = result.failed[0]
+        raise PartialFailure(
+            f"{len(result.failed)} of {len(result.failed) + result.images} images could not be predicted and are not counted "
+            f"(first: {first['error']})"
+        )
