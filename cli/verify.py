@@ -24,4 +24,6 @@ def verify(
 
     done = run_verify(artifact, checkpoint, images=images, max_images=max_images)
     typer.echo(done.report.table())
+    for line in done.accuracy_lines():
+        typer.echo(line)
     typer.echo(f"{done.artifact} passed on {done.report.num_images} images | report {done.report_path}")

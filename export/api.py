@@ -16,7 +16,9 @@ from symnets_deploy.errors import ArtifactError, UsageError
 from symnets_deploy.export import formats as F
 from symnets_deploy.export.calibration import DEFAULT_MAX_IMAGES, collect_images
 from symnets_deploy.export.compare import compare
-from symnets_deploy.export.onnx import DEFAULT_OPSET, MIN_OPSET
+from symnets_deploy.export.int8 import DEFAULT_CALIBRATION_SIZE
+from symnets_deploy.export.onnx import DEFAULT_OPSET, MIN_OPSET, load_exported_fp32
+from symnets_deploy.export.sources import CheckpointSource, OnnxSource
 from symnets_deploy.export.tolerances import tolerance_for
 from symnets_deploy.export.trt import DEFAULT_WORKSPACE_MIB, TrtProfile
 from symnets_deploy.train.checkpoint import model_from_checkpoint
@@ -27,18 +29,24 @@ class ExportConfig:
     """One ``symnets export`` call, resolved.
 
     Attributes:
-        checkpoint: ``RUN_DIR/last.pt`` (or the run folder).
+        checkpoint: ``RUN_DIR/last.pt`` (or the run folder); reference of the check: PyTorch.
+        from_onnx: instead of a checkpoint, an fp32 ONNX exported by this package, converted to
+            fp16 or int8; reference of the check: that ONNX in ONNX Runtime.
         format, precision, head: ``ExportFormat``, ``Precision``, ``Head`` values; head None keeps the card's.
-        output: artifact path (default: next to the checkpoint, ``model[.fp16].onnx|plan``).
-        calibration_images: folder of real images for the check (default: the card's target domain).
+        output: artifact path (default: ``model[.fp16|.int8].onnx|plan`` next to the checkpoint;
+            ``<name>.<precision>.onnx`` in the current folder for ``from_onnx``).
+        calibration_images: folder of real images for the check and the int8 calibration
+            (default: the card's target domain).
         max_images: cap on the check's images.
+        calibration_size: int8: images (a spread subset of the check's) that calibrate activation ranges.
         min_batch, opt_batch, max_batch: TensorRT profile (``--format trt`` only; default 1/8/32).
         opset: ONNX opset (>= 18).
         workspace_mib: TensorRT builder workspace limit.
         timing_cache: TensorRT timing cache file (default: per version and GPU under ~/.cache).
     """
 
-    checkpoint: str
+    checkpoint: Optional[str] = None
+    from_onnx: Optional[str] = None
     format: str = ExportFormat.onnx.value
     precision: str = Precision.fp32.value
     head: Optional[str] = None
@@ -51,12 +59,27 @@ class ExportConfig:
     opset: int = DEFAULT_OPSET
     workspace_mib: int = DEFAULT_WORKSPACE_MIB
     timing_cache: Optional[str] = None
+    calibration_size: Optional[int] = None
 
     def __post_init__(self) -> None:
         fmt = parse_choice(ExportFormat, self.format, "format")
-        parse_choice(Precision, self.precision, "precision")
+        precision = parse_choice(Precision, self.precision, "precision")
         if self.head is not None:
             parse_choice(Head, self.head, "head")
+        if (self.checkpoint is None) == (self.from_onnx is None):
+            raise UsageError("give exactly one of --checkpoint (a training run) and --from-onnx (an fp32 ONNX to convert)")
+        if self.from_onnx is not None:
+            if fmt is not ExportFormat.onnx or precision is Precision.fp32:
+                raise UsageError("--from-onnx converts an fp32 ONNX into --precision fp16 or int8 (--format onnx)")
+            if self.head is not None:
+                raise UsageError("--head applies to --checkpoint only: an ONNX deploys the head it was exported with")
+        if precision is Precision.int8 and fmt is ExportFormat.trt:
+            raise UsageError("int8 is ONNX Runtime's CPU variant (uint8 activations); for TensorRT use --precision fp16")
+        if self.calibration_size is not None:
+            if precision is not Precision.int8:
+                raise UsageError("--calibration-size applies to --precision int8 only")
+            if self.calibration_size < 1:
+                raise UsageError(f"--calibration-size must be >= 1, got {self.calibration_size}")
         if fmt is not ExportFormat.trt:
             given = [f"--{n.replace('_', '-')}" for n in ("min_batch", "opt_batch", "max_batch", "timing_cache") if getattr(self, n) is not None]
             if given:
@@ -78,7 +101,10 @@ class ExportConfig:
         )
 
     def default_output(self) -> Path:
-        """``model.onnx``, ``model.fp16.onnx``, ``model.plan``... in the checkpoint's folder."""
+        """``model.onnx``, ``model.fp16.onnx``, ``model.plan``... in the checkpoint's folder, or
+        ``<name>.<precision>.onnx`` in the current folder for ``from_onnx`` (whose folder may be shared or read-only)."""
+        if self.from_onnx is not None:
+            return Path.cwd() / f"{Path(self.from_onnx).stem}.{self.precision}.onnx"
         ckpt = Path(self.checkpoint)
         folder = ckpt if ckpt.is_dir() else ckpt.parent
         infix = "" if self.precision == Precision.fp32.value else f".{self.precision}"
@@ -89,12 +115,12 @@ class ExportConfig:
 
 
 def run_export(config: ExportConfig) -> F.Produced:
-    """Export a checkpoint, check it against PyTorch on real images, and place it.
+    """Export a checkpoint (or convert an fp32 ONNX), check it against its reference on real images, and place it.
 
     Raises:
         MissingDependencyError: TensorRT or a CUDA GPU missing for ``--format trt`` (nothing written).
         UsageError: bad options, or no calibration images.
-        ArtifactError: unreadable checkpoint, or export/build failure.
+        ArtifactError: unreadable checkpoint or ONNX (no card, not fp32), or export/build failure.
         EquivalenceError: the check failed; ``<artifact>.verify.json`` says why, and no artifact
             is placed under the final name.
     """
@@ -103,16 +129,28 @@ def run_export(config: ExportConfig) -> F.Produced:
     out = Path(config.output) if config.output else config.default_output()
     if out.suffix.lower() != spec.suffix:
         raise UsageError(f"{out}: a {config.format} artifact needs the suffix {spec.suffix}")
+    if config.from_onnx is not None and out.resolve() == Path(config.from_onnx).resolve():
+        raise UsageError(f"{out}: the output would replace the model it is converted from")
     env = spec.preflight(config)
-    model, card, _ = model_from_checkpoint(Path(config.checkpoint))
+    source, card = _open_source(config)
     images = collect_images(card, Path(config.calibration_images) if config.calibration_images else None, max_images=config.max_images)
     job = F.ExportJob(
-        model=model, card=card, head=Head(config.head or card.head), precision=Precision(config.precision), out=out,
+        source=source, card=card, head=Head(config.head or card.head), precision=Precision(config.precision), out=out,
         images=images, opset=config.opset, profile=config.profile() if spec.format is ExportFormat.trt else None,
         workspace_mib=config.workspace_mib, timing_cache=Path(config.timing_cache) if config.timing_cache else None, env=env,
+        calibration_size=config.calibration_size or DEFAULT_CALIBRATION_SIZE,
     )
     done = spec.produce(job)
     return replace(done, seconds=time.perf_counter() - start)
+
+
+def _open_source(config: ExportConfig):
+    """``(source, card)`` of a checkpoint or of an fp32 ONNX."""
+    if config.from_onnx is not None:
+        graph, card = load_exported_fp32(Path(config.from_onnx))
+        return OnnxSource(Path(config.from_onnx), graph), card
+    model, card, _ = model_from_checkpoint(Path(config.checkpoint))
+    return CheckpointSource(model), card
 
 
 def _same_model(artifact_card, checkpoint_card) -> bool:
@@ -143,8 +181,10 @@ def run_verify(artifact: Path, checkpoint: Path, *, images: Optional[Path] = Non
         raise ArtifactError(f"{artifact}: its model card differs from {checkpoint}'s: it was not exported from this checkpoint")
     calibration = collect_images(card, images, max_images=max_images)
     batches = calibration.batches(opened.batch, opened.min_batch)
-    report = compare(F.reference_for(model, opened.card), [opened.candidate], batches, tolerance=tolerance_for(opened.precision))
-    path = F.write_report(artifact, report, checked_file=artifact, fmt=spec.format, precision=opened.precision, head=opened.card.head, images=calibration)
+    reference = CheckpointSource(model).reference(Head(opened.card.head), opened.card)
+    report = compare(reference, [opened.candidate], batches, tolerance=tolerance_for(opened.precision))
+    accuracy = F.accuracy_of(report, calibration, card.class_names)
+    path = F.write_report(artifact, report, checked_file=artifact, fmt=spec.format, precision=opened.precision, card=opened.card, images=calibration, accuracy=accuracy)
     if not report:
         raise F.failure(artifact, report)
-    return F.Produced(artifact, report, path, ())
+    return F.Produced(artifact, report, path, (), accuracy=accuracy)

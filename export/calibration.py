@@ -1,8 +1,10 @@
-"""Real images for the equivalence check: a folder, or the checkpoint's target domain.
+"""Real images for the equivalence check (and int8 calibration): a folder, or the card's target domain.
 
 Random tensors exercise none of the activations real photos do, so the check always runs on
 real images, preprocessed by the one runtime implementation. The selection is deterministic:
-sorted paths, evenly spaced when capped, so every class folder is represented.
+sorted paths, evenly spaced when capped, so every class folder is represented. When the images
+are labeled (the target domain, or a folder laid out ``<class>/<image>`` with the card's class
+names), their labels come along, so the report can give the accuracy of both models.
 """
 
 from __future__ import annotations
@@ -15,11 +17,13 @@ import numpy as np
 
 from symnets_deploy.card import ModelCard
 from symnets_deploy.errors import ImageError, UsageError
+from symnets_deploy.evaluation import scan_labeled_folder
 from symnets_deploy.inputs import scan_folder
 from symnets_deploy.preprocess import PreprocessConfig, preprocess_image, to_batch
 
-#: Enough images that the fp16 top-1 bound (99%) tolerates one near-tie flip instead of none.
-DEFAULT_MAX_IMAGES = 256
+#: Enough images that the top-1 bounds tolerate a few near-tie flips (fp16 99.5 %: two of 512)
+#: and that a small target domain (Office webcam: 295 images) is checked whole.
+DEFAULT_MAX_IMAGES = 512
 
 
 @dataclass(frozen=True)
@@ -31,12 +35,14 @@ class CalibrationImages:
         paths: the images used, in order.
         skipped: unreadable files that were left out.
         images: float32 [N,3,H,W] RGB 0..255 (``preprocess.to_batch``).
+        labels: class indices of the card, one per image, or None when the images are unlabeled.
     """
 
     source: str
     paths: tuple[Path, ...]
     skipped: tuple[str, ...]
     images: np.ndarray
+    labels: Optional[tuple[int, ...]] = None
 
     def batches(self, size: int, min_size: int = 1) -> list[np.ndarray]:
         """Consecutive batches of ``size`` images; a last batch below ``min_size`` is dropped."""
@@ -44,7 +50,7 @@ class CalibrationImages:
         return [b for b in out if len(b) >= min_size]
 
     def to_dict(self) -> dict:
-        return {"source": self.source, "count": len(self.paths), "skipped": list(self.skipped)}
+        return {"source": self.source, "count": len(self.paths), "labeled": self.labels is not None, "skipped": list(self.skipped)}
 
 
 def spread(items: list, limit: int) -> list:
@@ -54,25 +60,34 @@ def spread(items: list, limit: int) -> list:
     return [items[i * len(items) // limit] for i in range(limit)]
 
 
-def _target_domain_images(card: ModelCard) -> tuple[str, list[Path]]:
+def _target_domain_images(card: ModelCard) -> tuple[str, list[tuple[Path, Optional[int]]]]:
     from symnets_deploy.train.data import scan_domain
 
     data_root = card.train_config.get("data_root")
-    hint = "pass --calibration-images DIR with real images of the target domain"
+    hint = f"pass --calibration-images DIR with real images of the target domain{f' ({card.target!r})' if card.target else ''}"
     if not data_root or not card.target:
-        raise UsageError(f"no calibration images: the checkpoint's card names no target domain folder; {hint}")
+        raise UsageError(f"no calibration images: the model card names no target domain folder; {hint}")
     try:
         domain = scan_domain(Path(data_root), card.target)
     except UsageError as exc:
-        raise UsageError(f"no calibration images: the checkpoint's target domain is not reachable here ({exc}); {hint}") from None
-    return str(domain.root), [path for path, _ in domain.samples]
+        raise UsageError(f"no calibration images: the model's target domain is not on this machine ({exc}); {hint}") from None
+    index = {name: i for i, name in enumerate(card.class_names)}
+    return str(domain.root), [(path, index.get(domain.class_names[label])) for path, label in domain.samples]
+
+
+def _folder_images(folder: Path, card: ModelCard) -> list[tuple[Path, Optional[int]]]:
+    """Labeled when laid out ``<class>/<image>`` with the card's class names, else unlabeled."""
+    try:
+        return [(path, label) for path, label in scan_labeled_folder(folder, card.class_names)]
+    except UsageError:
+        return [(path, None) for path in scan_folder(folder)]
 
 
 def collect_images(card: ModelCard, folder: Optional[Path] = None, *, max_images: int = DEFAULT_MAX_IMAGES) -> CalibrationImages:
     """Load and preprocess the check's images.
 
     Args:
-        card: the checkpoint's card (preprocessing; target domain from ``train_config['data_root']``).
+        card: the model's card (preprocessing; target domain from ``train_config['data_root']``).
         folder: images to use instead of the target domain (searched recursively).
         max_images: cap on the number of images (evenly spread over the sorted list).
 
@@ -85,18 +100,21 @@ def collect_images(card: ModelCard, folder: Optional[Path] = None, *, max_images
         folder = Path(folder)
         if not folder.is_dir():
             raise UsageError(f"{folder}: calibration image folder not found")
-        source, paths = str(folder), scan_folder(folder)
+        source, items = str(folder), _folder_images(folder, card)
     else:
-        source, paths = _target_domain_images(card)
+        source, items = _target_domain_images(card)
     cfg = PreprocessConfig.from_card(card)
-    crops, used, skipped = [], [], []
-    for path in spread(paths, max_images):
+    crops, used, labels, skipped = [], [], [], []
+    for path, label in spread(items, max_images):
         try:
             crops.append(preprocess_image(path, cfg))
-            used.append(path)
         except ImageError as exc:
             skipped.append(str(exc))
+            continue
+        used.append(path)
+        labels.append(label)
     if not crops:
         detail = f" ({len(skipped)} unreadable, e.g. {skipped[0]})" if skipped else ""
         raise UsageError(f"{source}: no readable images for the equivalence check{detail}")
-    return CalibrationImages(source, tuple(used), tuple(skipped), to_batch(crops))
+    known = tuple(labels) if all(label is not None for label in labels) else None
+    return CalibrationImages(source, tuple(used), tuple(skipped), to_batch(crops), known)

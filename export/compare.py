@@ -1,9 +1,11 @@
 """Equivalence checks between backends, on real images (issue 3).
 
 Polygraphy does the running and the per-output statistics: our ``Backend``s are adapted to its
-runner interface, ``Comparator.run`` feeds them the same batches, and ``compare_accuracy`` with
-a max-error ``SimpleCompareFunc`` checks each output against its bound. The top-1 agreement is
-ours (Polygraphy has no such metric). Results are dataclasses that are truthy on pass.
+runner interface, ``Comparator.run`` feeds them the same batches, and ``compare_accuracy`` with a
+``SimpleCompareFunc`` computes each output's error statistics over all images at once (the
+batches are merged first, so a percentile covers the whole check set, not one batch). The bounds
+of ``tolerances.Tol`` and the top-1 agreement (Polygraphy has no such metric) decide the verdict.
+Results are dataclasses that are truthy on pass.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import functools
 import math
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Optional, Sequence
 
 import numpy as np
@@ -19,7 +21,7 @@ import numpy as np
 from symnets_deploy._optional import require
 from symnets_deploy.backends.base import INPUT_NAME, OUTPUT_NAMES, Backend
 from symnets_deploy.errors import ArtifactError, UsageError
-from symnets_deploy.export.tolerances import Tol
+from symnets_deploy.export.tolerances import ERROR_QUANTILE, STATISTICS, Tol
 
 
 def _number(value: float) -> Any:
@@ -30,40 +32,57 @@ def _number(value: float) -> Any:
 
 @dataclass(frozen=True)
 class OutputDiff:
-    """One graph output of a candidate against the reference, over all images.
+    """One graph output of a candidate against the reference, over all check images at once.
 
     Attributes:
-        max_abs, max_rel, mean_abs: |candidate - reference| statistics (Polygraphy's).
+        stats: Polygraphy's statistics of |candidate - reference| by ``STATISTICS`` name
+            (``max``, ``p99``, ``mean``, ``median``), plus ``max_rel``.
         top1_agree: fraction of images whose argmax over this output agrees, 0..1.
-        atol: the bound checked on ``max_abs`` (None: not bounded).
-        passed: ``max_abs <= atol`` (when bounded) and ``top1_agree`` reached its threshold.
+        bounds: the bounds checked, statistic -> upper bound (empty: only reported).
+        passed: every bound held and ``top1_agree`` reached its threshold.
     """
 
-    max_abs: float
-    max_rel: float
-    mean_abs: float
+    stats: dict[str, float]
     top1_agree: float
-    atol: Optional[float]
+    bounds: dict[str, float]
     passed: bool
+
+    @property
+    def max_abs(self) -> float:
+        return self.stats["max"]
+
+    @property
+    def mean_abs(self) -> float:
+        return self.stats["mean"]
+
+    def broken(self) -> list[str]:
+        """``"p99 0.012 > 0.01"`` for every bound that does not hold (NaN never holds)."""
+        return [f"{stat} {self.stats[stat]:.3g} > {bound:g}" for stat, bound in self.bounds.items() if not self.stats[stat] <= bound]
 
     def __bool__(self) -> bool:
         return self.passed
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "max_abs": _number(self.max_abs), "max_rel": _number(self.max_rel), "mean_abs": _number(self.mean_abs),
-            "top1_agree": self.top1_agree, "atol": self.atol, "passed": self.passed,
+            **{f"{stat}_abs" if stat != "max_rel" else stat: _number(v) for stat, v in self.stats.items()},
+            "top1_agree": self.top1_agree, "bounds": dict(self.bounds), "passed": self.passed,
         }
 
 
 @dataclass(frozen=True)
 class Comparison:
-    """A candidate backend against the reference backend."""
+    """A candidate backend against the reference backend.
+
+    ``reference_top1``/``candidate_top1`` are the deployed decisions (argmax of the logits) per
+    check image, in order, so callers holding labels can score both without running them again.
+    """
 
     reference: str
     candidate: str
     num_images: int
     outputs: dict[str, OutputDiff]
+    reference_top1: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64), compare=False, repr=False)
+    candidate_top1: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64), compare=False, repr=False)
 
     @property
     def top1_agree(self) -> float:
@@ -114,15 +133,16 @@ class EquivalenceReport:
         table = []
         for c in self.comparisons:
             for name, diff in c.outputs.items():
+                bounds = ", ".join(f"{stat}<={bound:g}" for stat, bound in diff.bounds.items()) or "-"
                 table.append((
-                    f"{c.candidate} vs {c.reference}", name, f"{diff.max_abs:.3g}", f"{diff.mean_abs:.3g}",
-                    f"{100 * diff.top1_agree:.2f}%", "-" if diff.atol is None else f"{diff.atol:g}", "pass" if diff else "FAIL",
+                    f"{c.candidate} vs {c.reference}", name, f"{diff.stats['max']:.3g}", f"{diff.stats['p99']:.3g}",
+                    f"{100 * diff.top1_agree:.2f}%", bounds, "pass" if diff else "FAIL",
                 ))
         return table
 
     def table(self) -> str:
         """``rows()`` as aligned plain text with a header line."""
-        header = ("check", "output", "max|diff|", "mean|diff|", "top-1", "bound", "result")
+        header = ("check", "output", "max|diff|", "p99|diff|", "top-1", "bounds", "result")
         rows = [header, *self.rows()]
         widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
         return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip() for r in rows)
@@ -166,13 +186,21 @@ def _as_runner(backend, name: str):
     return backend
 
 
-def _compare_func(tolerance: Tol):
+def _statistics_func():
+    """Polygraphy's comparison, asked for its statistics only: our ``Tol`` decides the verdict."""
     comparator = require("polygraphy.comparator", extra="export", purpose="equivalence checks")
-    atol = {name: (tolerance.atol(name) if tolerance.atol(name) is not None else math.inf) for name in OUTPUT_NAMES}
-    # rtol 0: Polygraphy passes an output when abs OR rel error is in bounds; the bound is absolute.
-    kwargs = dict(atol=atol, rtol={"": 0.0}, check_error_stat="max")
+    kwargs = dict(atol={"": math.inf}, rtol={"": math.inf}, check_error_stat="quantile", error_quantile=ERROR_QUANTILE)
     simple = getattr(comparator, "SimpleCompareFunc", None)
     return simple(**kwargs) if simple is not None else comparator.CompareFunc.simple(**kwargs)
+
+
+def _merged(results, structs):
+    """One iteration holding every batch of each runner, so each statistic covers all images."""
+    merged = structs.RunResults()
+    for runner, iterations in results.items():
+        outputs = {out: np.concatenate([np.asarray(it[out]) for it in iterations]) for out in OUTPUT_NAMES}
+        merged.add([outputs], runner_name=runner)
+    return merged
 
 
 def compare(reference, candidates: Sequence, batches: Sequence[np.ndarray], *, tolerance: Tol) -> EquivalenceReport:
@@ -211,32 +239,31 @@ def compare(reference, candidates: Sequence, batches: Sequence[np.ndarray], *, t
     with G_LOGGER.verbosity(G_LOGGER.CRITICAL):
         try:
             results = comparator.Comparator.run(runners, data_loader=feeds)
+            merged = _merged(results, require("polygraphy.comparator.struct", extra="export", purpose="equivalence checks"))
             accuracy = comparator.Comparator.compare_accuracy(
-                results, comparisons=[(0, i) for i in range(1, len(runners))], compare_func=_compare_func(tolerance)
+                merged, comparisons=[(0, i) for i in range(1, len(runners))], compare_func=_statistics_func()
             )
         except exceptions.PolygraphyException as exc:
             raise ArtifactError(f"equivalence check could not run: {' '.join(str(exc).split())[:300]}") from None
     many = getattr(comparator, "AccuracyResults", None)
     if many is not None and isinstance(accuracy, many):  # newer Polygraphy: one AccuracyResult per compare function
         accuracy = accuracy[0]
-    outputs = dict(results.items())
     comparisons = []
     for cand in names[1:]:
-        per_iteration = accuracy[(names[0], cand)]
+        (per_output,) = accuracy[(names[0], cand)]
+        ref_top1, cand_top1 = (np.asarray(merged[n][0]["logits"]).argmax(1) for n in (names[0], cand))
         diffs = {}
         for out in OUTPUT_NAMES:
-            stats = [it.get(out) for it in per_iteration]
-            ref_top1 = np.concatenate([np.asarray(it[out]).argmax(1) for it in outputs[names[0]]])
-            cand_top1 = np.concatenate([np.asarray(it[out]).argmax(1) for it in outputs[cand]])
-            agree = float(np.mean(ref_top1 == cand_top1)) if ref_top1.shape == cand_top1.shape else 0.0
-            if any(s is None for s in stats):  # Polygraphy skips an output it cannot compare (e.g. shape mismatch)
-                diffs[out] = OutputDiff(math.nan, math.nan, math.nan, agree, tolerance.atol(out), False)
+            ref, got = (np.asarray(merged[n][0][out]) for n in (names[0], cand))
+            agree = float(np.mean(ref.argmax(1) == got.argmax(1))) if ref.shape == got.shape else 0.0
+            bounds = tolerance.bounds_of(out)
+            result = per_output.get(out)
+            if result is None:  # Polygraphy skips an output it cannot compare (e.g. shape mismatch)
+                diffs[out] = OutputDiff({stat: math.nan for stat in (*STATISTICS, "max_rel")}, agree, bounds, False)
                 continue
-            mean_abs = float(np.dot([s.mean_absdiff for s in stats], sizes) / sizes.sum())
-            within = all(bool(s) for s in stats)
-            diffs[out] = OutputDiff(
-                max_abs=float(max(s.max_absdiff for s in stats)), max_rel=float(max(s.max_reldiff for s in stats)),
-                mean_abs=mean_abs, top1_agree=agree, atol=tolerance.atol(out), passed=within and agree >= tolerance.top1,
-            )
-        comparisons.append(Comparison(names[0], cand, int(sizes.sum()), diffs))
+            stats = {stat: float(getattr(result, attr)) for stat, attr in STATISTICS.items()}
+            stats["max_rel"] = float(result.max_reldiff)
+            held = all(stats[stat] <= bound for stat, bound in bounds.items())
+            diffs[out] = OutputDiff(stats, agree, bounds, held and agree >= tolerance.top1)
+        comparisons.append(Comparison(names[0], cand, int(sizes.sum()), diffs, ref_top1, cand_top1))
     return EquivalenceReport(tolerance, tuple(comparisons))

@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 from typing import Optional
 
+import numpy as np
 import torch
 
 from symnets_deploy import __version__
@@ -20,6 +21,7 @@ from symnets_deploy.card import ONNX_CARD_KEY, ModelCard
 from symnets_deploy.enums import Head, Precision
 from symnets_deploy.errors import ArtifactError, UsageError
 from symnets_deploy.export.fp16 import convert_to_fp16
+from symnets_deploy.export.int8 import quantize_int8
 from symnets_deploy.export.reference import DeployWrapper
 from symnets_deploy.train.model import SymNet
 
@@ -65,6 +67,7 @@ def export_onnx(
     head: Optional[Head | str] = None,
     precision: Precision | str = Precision.fp32,
     opset: int = DEFAULT_OPSET,
+    calibration: Optional[np.ndarray] = None,
 ) -> Path:
     """Write the deployable ONNX of a trained SymNet to ``out``.
 
@@ -73,20 +76,36 @@ def export_onnx(
         card: the checkpoint's card; stored with ``head`` in ``metadata_props['symnets.card']``.
         out: destination file (callers pass a temp name and rename after the equivalence check).
         head: deployed classifier (default: the card's).
-        precision: fp32, or fp16 weights and compute with float32 I/O.
+        precision: fp32; fp16 weights and compute; or int8 (QDQ), all with float32 I/O.
         opset: ONNX opset (>= 18).
+        calibration: int8 only: float32 [n,3,H,W] real images for the activation ranges.
 
     Returns:
         ``out``. The file is self-contained (no external data) and passes ``onnx.checker``.
     """
-    onnx = _onnx()
     head = Head(head or card.head)
-    precision = Precision(precision)
     proto = to_model_proto(model, head, card.input_size, opset)
+    return write_variant(proto, card.replace(head=head.value), out, precision=precision, calibration=calibration)
+
+
+def write_variant(fp32, card: ModelCard, out: Path, *, precision: Precision | str, calibration: Optional[np.ndarray] = None) -> Path:
+    """Convert an fp32 ``onnx.ModelProto`` to ``precision`` and save it with the card and precision in its metadata.
+
+    Raises:
+        UsageError: int8 without calibration images.
+        ArtifactError: the saved model fails ``onnx.checker``, or quantization failed.
+    """
+    onnx = _onnx()
+    precision = Precision(precision)
     if precision is Precision.fp16:
-        proto = convert_to_fp16(proto)
+        proto = convert_to_fp16(fp32)
+    elif precision is Precision.int8:
+        if calibration is None:
+            raise UsageError("int8 export needs calibration images")
+        proto = quantize_int8(fp32, calibration)
+    else:
+        proto = fp32
     proto.producer_name, proto.producer_version = "symnets-deploy", __version__
-    card = card.replace(head=head.value)
     onnx.helper.set_model_props(proto, {ONNX_CARD_KEY: card.to_json(), PRECISION_KEY: precision.value})
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -97,6 +116,33 @@ def export_onnx(
     except onnx.checker.ValidationError as exc:
         raise ArtifactError(f"{out}: exported model fails onnx.checker ({' '.join(str(exc).split())[:300]})") from None
     return out
+
+
+def load_exported_fp32(path: Path):
+    """An fp32 ONNX written by this package, for conversion to another precision (``--from-onnx``).
+
+    Returns:
+        ``(proto, card)``.
+
+    Raises:
+        ArtifactError: not an ONNX model, no model card, external data, or not fp32.
+    """
+    onnx = _onnx()
+    path = Path(path)
+    metadata = read_onnx_metadata(path)
+    if ONNX_CARD_KEY not in metadata:
+        raise ArtifactError(f"{path}: no model card (metadata key {ONNX_CARD_KEY!r}); --from-onnx converts models exported by symnets")
+    try:
+        card = ModelCard.from_json(metadata[ONNX_CARD_KEY])
+    except ArtifactError as exc:
+        raise ArtifactError(f"{path}: {exc}") from None
+    precision = metadata.get(PRECISION_KEY, Precision.fp32.value)
+    if precision != Precision.fp32.value:
+        raise ArtifactError(f"{path}: is a {precision} model; convert from the fp32 ONNX")
+    proto = onnx.load_model(os.fspath(path), load_external_data=False)
+    if any(t.data_location == onnx.TensorProto.EXTERNAL for t in proto.graph.initializer):
+        raise ArtifactError(f"{path}: has external data; --from-onnx needs a self-contained ONNX file")
+    return proto, card
 
 
 def read_onnx_metadata(path: Path) -> dict[str, str]:

@@ -1,16 +1,36 @@
-"""Equivalence thresholds, in one place (issue 3; STYLE.md section 6).
+"""Equivalence thresholds, in one place (issues 3 and 8; STYLE.md section 6).
 
-An exported artifact must compute the checkpoint's function on real images. fp32 has to agree to
-rounding error; fp16 weights and compute move logits by ~1e-3, so it is held to the top-1
-decision and to the probabilities a user sees instead.
+An exported artifact must compute its reference's function on real images. fp32 has to agree to
+rounding error. Reduced precisions are held to what a user sees: the top-1 decision, and the
+probability error both at the 99th percentile and at its maximum, so one image near a decision
+boundary cannot decide the verdict on its own and a broken model still fails.
+
+The statistics are Polygraphy's (``SimpleCompareFunc``), computed once over all check images:
+``max``, ``mean``, ``median`` and ``p99`` (its ``quantile`` statistic at ``ERROR_QUANTILE``) of
+the elementwise absolute difference of an output [N,K].
+
+Measured against the fp32 ONNX of ``../shared/fixtures/a2w_lite0_h200.onnx`` on all 295 webcam
+images (``python bench/fp16_sensitivity.py`` and ``python bench/int8_calibration.py``):
+
+    fp16 (all nodes fp16):  probs max 0.012, p99 0.0007, top-1 100 %
+    int8 (QDQ, MinMax):     probs max 0.19,  p99 0.020,  top-1 99.66 % (one near-tie flip)
+
+The int8 bounds sit about twice above those measurements; an int8 model with one layer's
+weights off by 25 % exceeds them (tests/export/test_int8.py).
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Any, Optional
+from dataclasses import dataclass, field
+from typing import Any
 
 from symnets_deploy.enums import Precision, parse_choice
+
+#: Quantile of Polygraphy's ``quantile`` error statistic, reported as ``p99``.
+ERROR_QUANTILE = 0.99
+
+#: Statistic name -> attribute of Polygraphy's ``OutputCompareResult``.
+STATISTICS = {"max": "max_absdiff", "p99": "quantile_absdiff", "mean": "mean_absdiff", "median": "median_absdiff"}
 
 
 @dataclass(frozen=True)
@@ -18,26 +38,31 @@ class Tol:
     """Pass criteria of one comparison.
 
     Attributes:
-        logits_atol: bound on max |logit difference| (None: not bounded).
-        probs_atol: bound on max |probability difference| (None: not bounded).
+        bounds: graph output -> {statistic -> upper bound} on its absolute difference; the
+            statistics are keys of ``STATISTICS``; an output without bounds is only reported.
         top1: minimum fraction of images whose top-1 class agrees, 0..1.
     """
 
-    logits_atol: Optional[float]
-    probs_atol: Optional[float]
-    top1: float
+    bounds: dict[str, dict[str, float]] = field(default_factory=dict)
+    top1: float = 1.0
 
-    def atol(self, output: str) -> Optional[float]:
-        """The bound for graph output ``output`` ("logits" or "probs")."""
-        return {"logits": self.logits_atol, "probs": self.probs_atol}[output]
+    def __post_init__(self) -> None:
+        unknown = {stat for per_output in self.bounds.values() for stat in per_output} - set(STATISTICS)
+        if unknown:
+            raise ValueError(f"unknown statistics {sorted(unknown)} (valid: {', '.join(STATISTICS)})")
+
+    def bounds_of(self, output: str) -> dict[str, float]:
+        """The bounds on graph output ``output`` (empty: not bounded)."""
+        return dict(self.bounds.get(output, {}))
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {"bounds": {k: dict(v) for k, v in self.bounds.items()}, "top1": self.top1, "error_quantile": ERROR_QUANTILE}
 
 
 TOLERANCES: dict[Precision, Tol] = {
-    Precision.fp32: Tol(logits_atol=1e-4, probs_atol=None, top1=1.0),
-    Precision.fp16: Tol(logits_atol=None, probs_atol=1e-2, top1=0.99),
+    Precision.fp32: Tol(bounds={"logits": {"max": 1e-4}}, top1=1.0),
+    Precision.fp16: Tol(bounds={"probs": {"p99": 1e-2, "max": 3e-2}}, top1=0.995),
+    Precision.int8: Tol(bounds={"probs": {"p99": 5e-2, "max": 0.4}}, top1=0.99),
 }
 
 

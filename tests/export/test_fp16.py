@@ -50,9 +50,11 @@ def test_fp16_export_has_fp16_weights_and_float32_io(tiny_fp16):
 def test_fp16_export_passes_its_thresholds(tiny_fp16, tiny_run):
     report = json.loads(tiny_fp16.report_path.read_text())
     assert report["passed"] and report["precision"] == "fp16"
-    assert report["tolerance"] == TOLERANCES["fp16"].to_dict() == {"logits_atol": None, "probs_atol": 0.01, "top1": 0.99}
+    assert report["tolerance"] == TOLERANCES["fp16"].to_dict()
+    assert report["tolerance"] == {"bounds": {"probs": {"p99": 0.01, "max": 0.03}}, "top1": 0.995, "error_quantile": 0.99}
     (cmp,) = report["comparisons"]
-    assert cmp["outputs"]["probs"]["max_abs"] <= 1e-2 and cmp["top1_agree"] >= 0.99
+    probs = cmp["outputs"]["probs"]
+    assert probs["p99_abs"] <= 1e-2 and probs["max_abs"] <= 3e-2 and cmp["top1_agree"] >= 0.995
     _, card, _ = model_from_checkpoint(tiny_run / "last.pt")
     with OrtBackend(tiny_fp16.artifact) as backend:
         assert backend.card() == card
@@ -64,7 +66,7 @@ def test_lite0_fp16_passes_on_real_images(lite0_run, office_root, tmp_path):
         calibration_images=str(office_root / "amazon"), max_images=8,
     ))
     (cmp,) = result.report.comparisons
-    assert result.report.passed and cmp.outputs["probs"].max_abs <= 1e-2 and cmp.top1_agree >= 0.99
+    assert result.report.passed and cmp.outputs["probs"].max_abs <= 3e-2 and cmp.top1_agree >= 0.995
     # fp16 really changed the numbers: the check compares two different computations.
     assert cmp.outputs["logits"].max_abs > 1e-6
 
