@@ -186,5 +186,5 @@ def run_verify(artifact: Path, checkpoint: Path, *, images: Optional[Path] = Non
     accuracy = F.accuracy_of(report, calibration, card.class_names)
     path = F.write_report(artifact, report, checked_file=artifact, fmt=spec.format, precision=opened.precision, card=opened.card, images=calibration, accuracy=accuracy)
     if not report:
-        raise F.failure(artifact, report)
+        raise F.failure(artifact, report, accuracy)
     return F.Produced(artifact, report, path, (), accuracy=accuracy)

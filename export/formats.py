@@ -119,15 +119,19 @@ def write_report(
     return path
 
 
-def failure(artifact: Path, report: EquivalenceReport) -> EquivalenceError:
-    """One line that says which bound failed, pointing at the report."""
+def failure(artifact: Path, report: EquivalenceReport, accuracy: Optional[dict[str, Any]] = None) -> EquivalenceError:
+    """One line that says which bound failed (and both accuracies, when labeled), pointing at the report."""
     problems = []
     for c in report.comparisons:
         for name, diff in c.outputs.items():
             problems += [f"{c.candidate} vs {c.reference}: |{name} diff| {broken}" for broken in diff.broken()]
         if c.top1_agree < report.tolerance.top1:
             problems.append(f"{c.candidate} vs {c.reference}: top-1 agreement {100 * c.top1_agree:.2f}% < {100 * report.tolerance.top1:g}%")
-    return EquivalenceError(f"{artifact}: equivalence check failed on {report.num_images} images ({'; '.join(problems) or 'outputs differ'}); see {report_path(artifact)}")
+    scores = [f"{name} {100 * a['accuracy']:.2f}%" for name, a in (accuracy or {}).items()]
+    scored = f"; accuracy {', '.join(scores)}" if scores else ""
+    return EquivalenceError(
+        f"{artifact}: equivalence check failed on {report.num_images} images ({'; '.join(problems) or 'outputs differ'}){scored}; see {report_path(artifact)}"
+    )
 
 
 def _temp_name(final: Path) -> Path:
@@ -148,7 +152,7 @@ def _check_and_place(job: ExportJob, tmp: Path, fmt: ExportFormat, reference, ca
         images=job.images, accuracy=accuracy, calibration=job.calibration_info(),
     )
     if not report:
-        raise failure(job.out, report)
+        raise failure(job.out, report, accuracy)
     os.replace(tmp, job.out)
     if after_place is not None:
         after_place()

@@ -3,15 +3,16 @@
 TensorRT 11 builds only strongly typed networks, so precision is decided here, in the graph,
 by onnxconverter-common's maintained converter (``keep_io_types=True``), not by builder flags.
 
-Depthwise convolutions (``group > 1``) stay float32: they hold a few percent of the FLOPs but,
-with BatchNorm folded into them, most of the fp16 error. Measured on an efficientnet_lite0
-A->W checkpoint (200 iterations, all 295 webcam images): max |prob diff| 0.016 all-fp16,
-0.0096 with depthwise convs in fp32 (``python bench/fp16_sensitivity.py --checkpoint RUN/last.pt``).
+Every node is converted. On the GPU-trained fixture (``../shared/fixtures/a2w_lite0_h200.onnx``,
+all 295 webcam images) the fp16 error is spread through the network: keeping depthwise
+convolutions, or the single most sensitive nodes, in fp32 does not lower the error enough to
+pay for the casts around them (``python bench/fp16_sensitivity.py``; table in docs/results.md).
 """
 
 from __future__ import annotations
 
 import warnings
+from typing import Sequence
 
 from symnets_deploy._optional import require
 
@@ -49,8 +50,12 @@ def depthwise_convs(model) -> list[str]:
     ]
 
 
-def convert_to_fp16(model):
+def convert_to_fp16(model, keep_fp32: Sequence[str] = ()):
     """An fp16 copy of an fp32 ``onnx.ModelProto`` with float32 inputs and outputs.
+
+    Args:
+        model: the fp32 model.
+        keep_fp32: names of nodes to leave in float32 (the converter casts around them).
 
     Returns:
         A new ModelProto; the input is not modified.
@@ -66,4 +71,4 @@ def convert_to_fp16(model):
     with warnings.catch_warnings():
         # One warning per weight below fp16's smallest normal: expected, and checked by the equivalence test.
         warnings.filterwarnings("ignore", message="the float32 number", category=UserWarning)
-        return float16.convert_float_to_float16(prepared, keep_io_types=True, node_block_list=depthwise_convs(prepared))
+        return float16.convert_float_to_float16(prepared, keep_io_types=True, node_block_list=list(keep_fp32))

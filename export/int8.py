@@ -59,7 +59,9 @@ def _reader(images: np.ndarray):
             return next(self._batches, None)
 
         def rewind(self) -> None:
-            self._batches = iter({INPUT_NAME: images[i : i + _CALIBRATION_BATCH]} for i in range(0, len(images), _CALIBRATION_BATCH))
+            # Equal batches: the histogram calibrators stack every batch's outputs into one array.
+            size = max(d for d in range(1, _CALIBRATION_BATCH + 1) if len(images) % d == 0)
+            self._batches = iter({INPUT_NAME: images[i : i + size]} for i in range(0, len(images), size))
 
     return BatchReader()
 

@@ -28,8 +28,8 @@ def _one_line_error(result, code: int) -> str:
 def test_help_lists_the_options():
     result = runner.invoke(app, ["export", "--help"], env=ENV)
     assert result.exit_code == 0, result.output
-    for option in ("--checkpoint", "--format", "--precision", "--head", "--output", "--calibration-images",
-                   "--max-images", "--min-batch", "--opt-batch", "--max-batch"):
+    for option in ("--checkpoint", "--from-onnx", "--format", "--precision", "--head", "--output", "--calibration-images",
+                   "--max-images", "--calibration-size", "--min-batch", "--opt-batch", "--max-batch"):
         assert option in result.output, option
     result = runner.invoke(app, ["verify", "--help"], env=ENV)
     assert result.exit_code == 0 and "--checkpoint" in result.output and "--images" in result.output
@@ -40,8 +40,9 @@ def test_export_then_verify(tiny_run, shapes_root, tmp_path):
     result = runner.invoke(app, ["export", "--checkpoint", str(tiny_run / "last.pt"), "--output", str(out),
                                  "--calibration-images", str(shapes_root / "sketches"), "--max-images", "12"], env=ENV)
     assert result.exit_code == 0, (result.output, result.exception)
-    header, logits, probs, summary = result.stdout.strip().splitlines()
+    header, logits, probs, accuracy, summary = result.stdout.strip().splitlines()
     assert header.split()[:2] == ["check", "output"]
+    assert accuracy.startswith("accuracy on the labeled check images: torch ") and "/12)" in accuracy  # sketches/<class>/<image>
     assert logits.split()[:4] == ["onnxruntime", "vs", "torch", "logits"] and logits.endswith("pass")
     assert "passed on 12 images" in summary and str(out) in summary
     report = json.loads((tmp_path / "model.onnx.verify.json").read_text())
@@ -66,7 +67,7 @@ def test_default_output_sits_next_to_the_checkpoint(tiny_run, tmp_path):
 
 @pytest.mark.parametrize("args, code, words", [
     (["--format", "tflite"], 2, "tflite"),
-    (["--precision", "int8"], 2, "int8"),
+    (["--precision", "int4"], 2, "int4"),
     (["--max-batch", "8"], 2, "apply to --format trt only"),
     (["--format", "trt", "--min-batch", "8", "--opt-batch", "4"], 2, "min-batch <= --opt-batch"),
     (["--output", "model.plan"], 2, "needs the suffix .onnx"),

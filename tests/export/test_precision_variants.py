@@ -136,14 +136,19 @@ def test_fp16_with_an_overflowing_intermediate_fails(trained_onnx, webcam, tmp_p
     assert report["passed"] is False and report["comparisons"][0]["outputs"]["probs"]["passed"] is False
 
 
-def test_int8_from_a_checkpoint_passes_without_shared_data(tiny_run, tmp_path):
+def test_int8_from_a_checkpoint_passes_and_predicts_without_shared_data(tiny_run, shapes_root, tmp_path):
     done = run_export(ExportConfig(checkpoint=str(tiny_run / "last.pt"), precision="int8", output=str(tmp_path / "model.int8.onnx")))
     report = json.loads(done.report_path.read_text())
     assert done.report and report["precision"] == "int8" and report["comparisons"][0]["reference"] == "torch"
     assert report["calibration"]["images"] == min(report["num_images"], 128)
     assert report["accuracy"]["torch"]["images"] == report["num_images"]  # the target domain is labeled
-    with OrtBackend(done.artifact) as backend:
-        assert backend.card().class_names == ("circle", "square", "triangle")
+    # predict and evaluate take the int8 file like any other: the card says what it is.
+    out = tmp_path / "preds.csv"
+    result = runner.invoke(app, ["predict", str(shapes_root / "sketches"), "--engine", str(done.artifact), "--output", str(out)])
+    assert result.exit_code == 0, result.output
+    assert len(out.read_text().splitlines()) == 1 + report["num_images"]
+    evaluated = evaluate_artifact(done.artifact, shapes_root / "sketches")
+    assert evaluated.correct == report["accuracy"]["onnxruntime"]["correct"] and evaluated.images == report["num_images"]
 
 
 def test_from_onnx_refuses_a_model_without_card(tiny_run, tmp_path):
