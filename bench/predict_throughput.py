@@ -16,6 +16,8 @@ On a shared machine the CPU time other processes took during each round is measu
 
     python bench/predict_throughput.py                          # the GPU-trained fixture, Office images
     python bench/predict_throughput.py --onnx model.onnx --data-root DATA --rounds 3 --json out.json
+"""
+
 from __future__ import annotations
 
 import argparse

@@ -92,7 +92,9 @@ def open_image(path: str | Path, *, draft_size: int | None = None, max_pixels: i
                     scale = min(width, height) / draft_size
                     img.draft("RGB", (max(1, round(width / scale)), max(1, round(height / scale))))
                 img.load()
-                return to_rgb(ImageOps.exif_transpose(img))
+                # In place: a copy of every image without an orientation tag would cost as much as decoding it.
+                ImageOps.exif_transpose(img, in_place=True)
+                return to_rgb(img)
     except ImageError:
         raise
     except FileNotFoundError:
@@ -208,8 +210,9 @@ def to_batch(crops: Iterable[np.ndarray]) -> np.ndarray:
     Returns:
         float32 array [N, 3, H, W] holding RGB values 0..255 (the ONNX ``images`` input).
     """
-    stacked = np.stack(list(crops))
-    return np.ascontiguousarray(stacked.transpose(0, 3, 1, 2), dtype=np.float32)
+    # Transpose the uint8 bytes, then widen: half the time of one strided converting copy.
+    planar = np.ascontiguousarray(np.stack(list(crops)).transpose(0, 3, 1, 2))
+    return planar.astype(np.float32)
 
 
 def _array_to_rgb(arr: np.ndarray) -> Image.Image:
