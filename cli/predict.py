@@ -43,7 +43,7 @@ def predict(
         seconds = time.perf_counter() - start
     typer.echo(
         f"{stats.rows} images, {stats.failures} failed, {seconds:.1f} s, {stats.rows / max(seconds, 1e-9):.1f} images/s "
-        f"({predictor.backend.name}, batch {predictor.batch_size}) -> {'stdout' if output == '-' else output}",
+        f"({predictor.backend.name} {predictor.precision}, batch {predictor.batch_size}) -> {'stdout' if output == '-' else output}",
         err=True,
     )
     if stats.failures:

@@ -17,7 +17,7 @@ import torch
 from symnets_deploy import __version__
 from symnets_deploy._optional import require
 from symnets_deploy.backends.base import INPUT_NAME, OUTPUT_NAMES
-from symnets_deploy.card import ONNX_CARD_KEY, ModelCard
+from symnets_deploy.card import ONNX_CARD_KEY, ONNX_PRECISION_KEY, ModelCard
 from symnets_deploy.enums import Head, Precision
 from symnets_deploy.errors import ArtifactError, UsageError
 from symnets_deploy.export.fp16 import convert_to_fp16
@@ -25,8 +25,6 @@ from symnets_deploy.export.int8 import quantize_int8
 from symnets_deploy.export.reference import DeployWrapper
 from symnets_deploy.train.model import SymNet
 
-#: Metadata key recording the artifact's precision (the card describes the model, not the file).
-PRECISION_KEY = "symnets.precision"
 DEFAULT_OPSET = 18
 MIN_OPSET = 18
 
@@ -106,7 +104,7 @@ def write_variant(fp32, card: ModelCard, out: Path, *, precision: Precision | st
     else:
         proto = fp32
     proto.producer_name, proto.producer_version = "symnets-deploy", __version__
-    onnx.helper.set_model_props(proto, {ONNX_CARD_KEY: card.to_json(), PRECISION_KEY: precision.value})
+    onnx.helper.set_model_props(proto, {ONNX_CARD_KEY: card.to_json(), ONNX_PRECISION_KEY: precision.value})
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     onnx.save_model(proto, os.fspath(out), save_as_external_data=False)
@@ -136,7 +134,7 @@ def load_exported_fp32(path: Path):
         card = ModelCard.from_json(metadata[ONNX_CARD_KEY])
     except ArtifactError as exc:
         raise ArtifactError(f"{path}: {exc}") from None
-    precision = metadata.get(PRECISION_KEY, Precision.fp32.value)
+    precision = metadata.get(ONNX_PRECISION_KEY, Precision.fp32.value)
     if precision != Precision.fp32.value:
         raise ArtifactError(f"{path}: is a {precision} model; convert from the fp32 ONNX")
     proto = onnx.load_model(os.fspath(path), load_external_data=False)
@@ -164,8 +162,8 @@ def read_onnx_metadata(path: Path) -> dict[str, str]:
 
 def onnx_precision(path: Path) -> Precision:
     """The precision an exported ONNX records (fp32 when it records none)."""
-    value = read_onnx_metadata(path).get(PRECISION_KEY, Precision.fp32.value)
+    value = read_onnx_metadata(path).get(ONNX_PRECISION_KEY, Precision.fp32.value)
     try:
         return Precision(value)
     except ValueError:
-        raise ArtifactError(f"{path}: unknown precision {value!r} in metadata key {PRECISION_KEY!r}") from None
+        raise ArtifactError(f"{path}: unknown precision {value!r} in metadata key {ONNX_PRECISION_KEY!r}") from None

@@ -17,6 +17,9 @@ from symnets_deploy.errors import ArtifactError
 
 #: Key under which the card's JSON is stored in ONNX ``metadata_props``.
 ONNX_CARD_KEY = "symnets.card"
+#: Key recording an ONNX file's precision (fp32, fp16, int8; absent: fp32): the card describes the
+#: model, this the file.
+ONNX_PRECISION_KEY = "symnets.precision"
 
 RGB = tuple[float, float, float]
 

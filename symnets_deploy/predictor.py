@@ -158,6 +158,11 @@ class Predictor:
             raise
 
     @property
+    def precision(self) -> str:
+        """The artifact's precision, ``"fp32"``, ``"fp16"`` or ``"int8"``: every variant runs through the same API."""
+        return self.backend.precision()
+
+    @property
     def class_names(self) -> tuple[str, ...]:
         """Class names in output index order (from the card)."""
         return self.card.class_names

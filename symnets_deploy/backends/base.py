@@ -93,6 +93,14 @@ class Backend:
         self.activate()
         return self._card_impl()
 
+    def precision(self) -> str:
+        """The artifact's numeric precision, ``"fp32"``, ``"fp16"`` or ``"int8"`` (activates if needed).
+
+        Inputs and outputs are float32 whatever it is; it tells which variant of the model runs.
+        """
+        self.activate()
+        return self._precision_impl()
+
     def input_spec(self) -> TensorSpec:
         """The ``images`` input: (None, 3, H, W) float32 unless the artifact says otherwise."""
         self.activate()
@@ -164,6 +172,9 @@ class Backend:
 
     def _max_concurrency_impl(self) -> int:
         return 1
+
+    def _precision_impl(self) -> str:
+        return "fp32"
 
     def _batch_limits_impl(self) -> BatchLimits:
         batch = self._input_spec_impl().shape[0]

@@ -11,7 +11,7 @@ import numpy as np
 
 from symnets_deploy._optional import require
 from symnets_deploy.backends.base import INPUT_NAME, OUTPUT_NAMES, Backend, BatchLimits, TensorSpec
-from symnets_deploy.card import ONNX_CARD_KEY, ModelCard
+from symnets_deploy.card import ONNX_CARD_KEY, ONNX_PRECISION_KEY, ModelCard
 from symnets_deploy.enums import Device, parse_choice
 from symnets_deploy.errors import ArtifactError, MissingDependencyError, UsageError
 from symnets_deploy.host import cache_root, usable_cpus
@@ -190,6 +190,9 @@ class OrtBackend(Backend):
             return ModelCard.from_json(meta[ONNX_CARD_KEY])
         except ArtifactError as exc:
             raise ArtifactError(f"{self.path}: {exc}") from None
+
+    def _precision_impl(self) -> str:
+        return self.session.get_modelmeta().custom_metadata_map.get(ONNX_PRECISION_KEY, "fp32")
 
     def _input_spec_impl(self) -> TensorSpec:
         inp = self.session.get_inputs()[0]

@@ -195,6 +195,9 @@ class TrtBackend(Backend):
     def _card_impl(self) -> ModelCard:
         return self._card
 
+    def _precision_impl(self) -> str:
+        return self.sidecar.precision
+
     def _input_spec_impl(self) -> TensorSpec:
         shape = tuple(int(d) for d in self._engine.get_tensor_shape(INPUT_NAME))
         return TensorSpec(INPUT_NAME, tuple(d if d >= 0 else None for d in shape), "float32")

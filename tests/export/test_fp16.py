@@ -17,7 +17,8 @@ from onnx import TensorProto, helper  # noqa: E402
 from symnets_deploy.backends.ort import OrtBackend  # noqa: E402
 from symnets_deploy.export.api import ExportConfig, run_export  # noqa: E402
 from symnets_deploy.export.fp16 import convert_to_fp16  # noqa: E402
-from symnets_deploy.export.onnx import PRECISION_KEY, onnx_precision  # noqa: E402
+from symnets_deploy.card import ONNX_PRECISION_KEY  # noqa: E402
+from symnets_deploy.export.onnx import onnx_precision  # noqa: E402
 from symnets_deploy.export.tolerances import TOLERANCES  # noqa: E402
 from symnets_deploy.train.checkpoint import model_from_checkpoint  # noqa: E402
 
@@ -43,7 +44,7 @@ def test_fp16_export_has_fp16_weights_and_float32_io(tiny_fp16):
     assert types.get(TensorProto.FLOAT16, 0) > 0 and TensorProto.FLOAT not in types  # every weight tensor is fp16
     for value in (*model.graph.input, *model.graph.output):
         assert value.type.tensor_type.elem_type == TensorProto.FLOAT, value.name
-    assert {p.key: p.value for p in model.metadata_props}[PRECISION_KEY] == "fp16"
+    assert {p.key: p.value for p in model.metadata_props}[ONNX_PRECISION_KEY] == "fp16"
     assert onnx_precision(tiny_fp16.artifact).value == "fp16"
 
 
@@ -57,7 +58,7 @@ def test_fp16_export_passes_its_thresholds(tiny_fp16, tiny_run):
     assert probs["p99_abs"] <= 1e-2 and probs["max_abs"] <= 3e-2 and cmp["top1_agree"] >= 0.995
     _, card, _ = model_from_checkpoint(tiny_run / "last.pt")
     with OrtBackend(tiny_fp16.artifact) as backend:
-        assert backend.card() == card
+        assert backend.card() == card and backend.precision() == "fp16"
 
 
 def test_lite0_fp16_passes_on_real_images(lite0_run, office_root, tmp_path):

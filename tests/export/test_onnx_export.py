@@ -16,7 +16,8 @@ from symnets_deploy.card import ONNX_CARD_KEY, ModelCard  # noqa: E402
 from symnets_deploy.errors import UsageError  # noqa: E402
 from symnets_deploy.export.api import ExportConfig, run_export  # noqa: E402
 from symnets_deploy.export.calibration import collect_images  # noqa: E402
-from symnets_deploy.export.onnx import PRECISION_KEY, export_onnx  # noqa: E402
+from symnets_deploy.card import ONNX_PRECISION_KEY  # noqa: E402
+from symnets_deploy.export.onnx import export_onnx  # noqa: E402
 from symnets_deploy.export.reference import TorchReference  # noqa: E402
 from symnets_deploy.train.backbones import create_backbone, get_backbone, list_backbones  # noqa: E402
 from symnets_deploy.train.checkpoint import model_from_checkpoint  # noqa: E402
@@ -49,7 +50,7 @@ def test_graph_io_contract(tiny_export):
     assert [o.name for o in model.graph.output] == ["logits", "probs"]
     assert all(o.type.tensor_type.elem_type == onnx.TensorProto.FLOAT for o in model.graph.output)
     meta = {p.key: p.value for p in model.metadata_props}
-    assert meta[PRECISION_KEY] == "fp32"
+    assert meta[ONNX_PRECISION_KEY] == "fp32"
     json.loads(meta[ONNX_CARD_KEY])
 
 

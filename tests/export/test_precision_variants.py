@@ -18,14 +18,14 @@ from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 from typer.testing import CliRunner  # noqa: E402
 
 from symnets_deploy.backends.ort import OrtBackend  # noqa: E402
-from symnets_deploy.card import ONNX_CARD_KEY  # noqa: E402
 from symnets_deploy.cli.main import app  # noqa: E402
 from symnets_deploy.errors import ArtifactError, EquivalenceError, UsageError  # noqa: E402
 from symnets_deploy.evaluation import evaluate_artifact, scan_labeled_folder  # noqa: E402
 from symnets_deploy.export import int8 as int8_module  # noqa: E402
 from symnets_deploy.export.api import ExportConfig, run_export  # noqa: E402
 from symnets_deploy.export.calibration import spread  # noqa: E402
-from symnets_deploy.export.onnx import PRECISION_KEY, onnx_precision  # noqa: E402
+from symnets_deploy.card import ONNX_CARD_KEY, ONNX_PRECISION_KEY  # noqa: E402
+from symnets_deploy.export.onnx import onnx_precision  # noqa: E402
 from symnets_deploy.preprocess import PreprocessConfig, preprocess_image, to_batch  # noqa: E402
 
 runner = CliRunner()
@@ -57,7 +57,7 @@ def test_fp16_of_the_trained_model_passes_the_gate(trained_onnx, webcam, tmp_pat
     assert done.report and cmp.reference == "onnxruntime-fp32" and cmp.top1_agree >= 0.995
     assert probs.stats["p99"] <= 1e-2 and probs.max_abs <= 3e-2 and probs.max_abs > 1e-4  # fp16 really moved the numbers
     meta = _metadata(done.artifact)
-    assert meta[PRECISION_KEY] == "fp16" and meta[ONNX_CARD_KEY] == _metadata(trained_onnx)[ONNX_CARD_KEY]
+    assert meta[ONNX_PRECISION_KEY] == "fp16" and meta[ONNX_CARD_KEY] == _metadata(trained_onnx)[ONNX_CARD_KEY]
 
 
 def test_int8_of_the_trained_model_passes_and_records_calibration_and_accuracy(fixture_int8, trained_onnx, webcam):
@@ -146,7 +146,7 @@ def test_int8_from_a_checkpoint_passes_and_predicts_without_shared_data(tiny_run
     out = tmp_path / "preds.csv"
     result = runner.invoke(app, ["predict", str(shapes_root / "sketches"), "--engine", str(done.artifact), "--output", str(out)])
     assert result.exit_code == 0, result.output
-    assert len(out.read_text().splitlines()) == 1 + report["num_images"]
+    assert len(out.read_text().splitlines()) == 1 + report["num_images"] and "(onnxruntime int8, batch" in result.stderr
     evaluated = evaluate_artifact(done.artifact, shapes_root / "sketches")
     assert evaluated.correct == report["accuracy"]["onnxruntime"]["correct"] and evaluated.images == report["num_images"]
 

@@ -58,6 +58,7 @@ def test_infers_logits_and_probs_of_the_contract(tiny_onnx: Path) -> None:
         assert (spec.name, spec.shape, spec.dtype) == ("images", (None, 3, card.input_size, card.input_size), "float32")
         assert backend.providers == [CPU]
         assert backend.batch_limits() == BatchLimits(1, None, fixed=False)
+        assert backend.precision() == "fp32"  # the exporter records it in the metadata
         images = np.random.default_rng(0).uniform(0, 255, (5, *spec.shape[1:])).astype(np.float32)
         out = backend.infer(images)
     assert out["logits"].shape == out["probs"].shape == (5, card.num_classes)
