@@ -49,6 +49,6 @@ def export(
     typer.echo(result.report.table())
     for line in result.accuracy_lines():
         typer.echo(line)
-    typer.echo(f"{result.artifact} ({config.precision}) passed on {result.report.num_images} images in {result.seconds:.1f}s | report {result.report_path}")
+    typer.echo(f"{result.artifact} ({config.precision}) passed on {result.report.num_images} images of {result.images_source} in {result.seconds:.1f}s | report {result.report_path}")
     if result.files:
         typer.echo("also wrote: " + ", ".join(str(p) for p in result.files))

@@ -26,4 +26,4 @@ def verify(
     typer.echo(done.report.table())
     for line in done.accuracy_lines():
         typer.echo(line)
-    typer.echo(f"{done.artifact} passed on {done.report.num_images} images | report {done.report_path}")
+    typer.echo(f"{done.artifact} passed on {done.report.num_images} images of {done.images_source} | report {done.report_path}")

@@ -187,4 +187,4 @@ def run_verify(artifact: Path, checkpoint: Path, *, images: Optional[Path] = Non
     path = F.write_report(artifact, report, checked_file=artifact, fmt=spec.format, precision=opened.precision, card=opened.card, images=calibration, accuracy=accuracy)
     if not report:
         raise F.failure(artifact, report, accuracy)
-    return F.Produced(artifact, report, path, (), accuracy=accuracy)
+    return F.Produced(artifact, report, path, (), accuracy=accuracy, images_source=calibration.source)

@@ -9,6 +9,7 @@ names), their labels come along, so the report can give the accuracy of both mod
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -20,6 +21,9 @@ from symnets_deploy.errors import ImageError, UsageError
 from symnets_deploy.evaluation import scan_labeled_folder
 from symnets_deploy.inputs import scan_folder
 from symnets_deploy.preprocess import PreprocessConfig, preprocess_image, to_batch
+
+#: Folders searched (relative ones from the current folder) for a card's dataset by name.
+DATA_SEARCH_PATH = ("data", "../data", "../shared/data")
 
 #: Enough images that the top-1 bounds tolerate a few near-tie flips (fp16 99.5 %: two of 512)
 #: and that a small target domain (Office webcam: 295 images) is checked whole.
@@ -60,6 +64,18 @@ def spread(items: list, limit: int) -> list:
     return [items[i * len(items) // limit] for i in range(limit)]
 
 
+def data_roots(data_root: str) -> list[Path]:
+    """Where to look for a card's dataset: its training path, then a folder of the same name under
+    each directory of ``SYMNETS_DATA_PATH`` (``os.pathsep``-separated; default ``DATA_SEARCH_PATH``).
+
+    A model trained on a GPU machine is usually exported or checked on another one, where the
+    dataset lives under another root.
+    """
+    search = os.environ.get("SYMNETS_DATA_PATH")
+    folders = search.split(os.pathsep) if search else DATA_SEARCH_PATH
+    return [Path(data_root), *(Path(folder) / Path(data_root).name for folder in folders if folder)]
+
+
 def _target_domain_images(card: ModelCard) -> tuple[str, list[tuple[Path, Optional[int]]]]:
     from symnets_deploy.train.data import scan_domain
 
@@ -67,10 +83,12 @@ def _target_domain_images(card: ModelCard) -> tuple[str, list[tuple[Path, Option
     hint = f"pass --calibration-images DIR with real images of the target domain{f' ({card.target!r})' if card.target else ''}"
     if not data_root or not card.target:
         raise UsageError(f"no calibration images: the model card names no target domain folder; {hint}")
-    try:
-        domain = scan_domain(Path(data_root), card.target)
-    except UsageError as exc:
-        raise UsageError(f"no calibration images: the model's target domain is not on this machine ({exc}); {hint}") from None
+    roots = data_roots(data_root)
+    found = next((root for root in roots if (root / card.target).is_dir()), None)
+    if found is None:
+        tried = ", ".join(str(root / card.target) for root in roots)
+        raise UsageError(f"no calibration images: the model's target domain is not on this machine (looked in {tried}); {hint}")
+    domain = scan_domain(found, card.target)
     index = {name: i for i, name in enumerate(card.class_names)}
     return str(domain.root), [(path, index.get(domain.class_names[label])) for path, label in domain.samples]
 

@@ -75,6 +75,7 @@ class Produced:
     files: tuple[Path, ...]
     seconds: float = 0.0
     accuracy: Optional[dict[str, Any]] = None  # backend name -> {accuracy, correct, images} on labeled check images
+    images_source: str = ""  # where the check images came from
 
     def accuracy_lines(self) -> list[str]:
         """``accuracy on the check images: torch 97.63% (288/295), onnxruntime 97.63% (288/295)``, when labeled."""
@@ -156,7 +157,7 @@ def _check_and_place(job: ExportJob, tmp: Path, fmt: ExportFormat, reference, ca
     os.replace(tmp, job.out)
     if after_place is not None:
         after_place()
-    return Produced(job.out, report, path, (), accuracy=accuracy)
+    return Produced(job.out, report, path, (), accuracy=accuracy, images_source=job.images.source)
 
 
 # -- ONNX ------------------------------------------------------------------------------------

@@ -158,7 +158,7 @@ class Evaluation:
         lines = [f"accuracy {_percent(self.accuracy)} ({self.correct}/{self.images} images{top}), {len(self.failed)} failed"]
         label_w = max(len(name) for name in self.class_names)
         for name, row in self.per_class.items():
-            lines.append(f"  {name:<{label_w}}  {_percent(row['accuracy']):>6}  ({row['correct']}/{row['images']})")
+            lines.append(f"  {name:<{label_w}}  {_percent(row['accuracy']):>7}  ({row['correct']}/{row['images']})")
         return "\n".join(lines + _confusion_lines(self, width))
 
 
@@ -255,7 +255,7 @@ def _indices(values: Sequence[int] | np.ndarray, what: str, k: int) -> np.ndarra
 
 
 def _percent(value: Optional[float]) -> str:
-    return "n/a" if value is None else f"{100 * value:.1f}%"
+    return "n/a" if value is None else f"{100 * value:.2f}%"
 
 
 def _confusion_lines(result: Evaluation, width: int) -> list[str]:

@@ -141,3 +141,18 @@ def test_verify_refuses_an_artifact_of_another_checkpoint(tiny_run, exported, tm
 def test_spread_is_deterministic_and_covers_the_list():
     items = list(range(100))
     assert spread(items, 4) == [0, 25, 50, 75] and spread(items, 200) == items
+
+
+def test_target_domain_is_found_by_name_on_the_data_path(tiny_run, shapes_root, tmp_path, monkeypatch):
+    """A model trained elsewhere names a data root that is not here; a folder of that name on the data path is used."""
+    from symnets_deploy.card import ModelCard
+
+    card = ModelCard.from_dict(load_checkpoint(tiny_run / "last.pt")["card"])
+    moved = card.replace(train_config={**card.train_config, "data_root": str(tmp_path / "gpu-box" / shapes_root.name)})
+    monkeypatch.setenv("SYMNETS_DATA_PATH", str(tmp_path / "empty"))
+    with pytest.raises(UsageError, match="looked in .*gpu-box.*; pass --calibration-images"):
+        collect_images(moved)
+    monkeypatch.setenv("SYMNETS_DATA_PATH", str(shapes_root.parent))
+    images = collect_images(moved)
+    assert images.source == str(shapes_root / card.target) and images.labels is not None
+    assert len(images.paths) == len(collect_images(card).paths)
