@@ -8,6 +8,7 @@ from typing import Optional
 import typer
 
 from symnets_deploy.backends.ort import Provider
+from symnets_deploy.cli import options
 from symnets_deploy.cli.main import app, handle_errors
 from symnets_deploy.enums import Device
 
@@ -19,10 +20,10 @@ def evaluate(
     data_dir: Path = typer.Argument(..., help="Labeled images as DATA_DIR/<class>/<image>; class folders named as in the model card (a subset is fine)."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the results as JSON (atomically)."),
     top_k: int = typer.Option(1, "--top-k", min=1, help="Also report top-k accuracy."),
-    batch_size: int = typer.Option(16, "--batch-size", min=1, help="Images per inference call (fitted into a TensorRT profile)."),
-    device: Device = typer.Option(Device.auto, help="auto: TensorRT/CUDA when available, else CPU."),
-    provider: Optional[Provider] = typer.Option(None, case_sensitive=False, help="ONNX Runtime execution provider (overrides --device)."),
-    threads: int = typer.Option(0, min=0, help="Inference threads in total (0: one per CPU core)."),
+    batch_size: int = options.BATCH_SIZE,
+    device: Device = options.DEVICE,
+    provider: Optional[Provider] = options.PROVIDER,
+    threads: int = options.THREADS,
 ) -> None:
     """Accuracy, per-class accuracy and confusion matrix on labeled images; exit code 3 when some images fail."""
     from symnets_deploy.errors import PartialFailure

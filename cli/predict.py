@@ -9,6 +9,7 @@ from typing import Iterable, Iterator, List, Optional
 import typer
 
 from symnets_deploy.backends.ort import Provider
+from symnets_deploy.cli import options
 from symnets_deploy.cli.main import app, handle_errors
 from symnets_deploy.enums import Device, OutputFormat
 
@@ -21,10 +22,10 @@ def predict(
     output: str = typer.Option("-", "--output", "-o", help="preds.csv, preds.jsonl, or - for stdout. Files are written atomically."),
     fmt: Optional[OutputFormat] = typer.Option(None, "--format", help="csv or jsonl (default: from the --output suffix; csv for stdout)."),
     top_k: int = typer.Option(5, "--top-k", min=1, help="Classes listed per image, most probable first."),
-    batch_size: int = typer.Option(16, "--batch-size", min=1, help="Images per inference call (fitted into a TensorRT profile)."),
-    device: Device = typer.Option(Device.auto, help="auto: TensorRT/CUDA when available, else CPU."),
-    provider: Optional[Provider] = typer.Option(None, case_sensitive=False, help="ONNX Runtime execution provider (overrides --device)."),
-    threads: int = typer.Option(0, min=0, help="Inference threads in total (0: one per CPU core)."),
+    batch_size: int = options.BATCH_SIZE,
+    device: Device = options.DEVICE,
+    provider: Optional[Provider] = options.PROVIDER,
+    threads: int = options.THREADS,
     recursive: bool = typer.Option(True, "--recursive/--no-recursive", help="Scan sub-folders of folder inputs."),
 ) -> None:
     """Predict a label for every image; one output row per file, failures included (exit code 3)."""
