@@ -184,7 +184,7 @@ def run_verify(artifact: Path, checkpoint: Path, *, images: Optional[Path] = Non
     reference = CheckpointSource(model).reference(Head(opened.card.head), opened.card)
     report = compare(reference, [opened.candidate], batches, tolerance=tolerance_for(opened.precision))
     accuracy = F.accuracy_of(report, calibration, card.class_names)
-    path = F.write_report(artifact, report, checked_file=artifact, fmt=spec.format, precision=opened.precision, card=opened.card, images=calibration, accuracy=accuracy)
+    path = F.write_report(artifact, report, checked_file=artifact, fmt=spec.format, precision=opened.precision, head=opened.card.head, images=calibration, accuracy=accuracy)
     if not report:
         raise F.failure(artifact, report, accuracy)
     return F.Produced(artifact, report, path, (), accuracy=accuracy, images_source=calibration.source)

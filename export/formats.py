@@ -105,13 +105,13 @@ def accuracy_of(report: EquivalenceReport, images: CalibrationImages, class_name
 
 
 def write_report(
-    artifact: Path, report: EquivalenceReport, *, checked_file: Path, fmt: ExportFormat, precision: Precision, card: ModelCard,
+    artifact: Path, report: EquivalenceReport, *, checked_file: Path, fmt: ExportFormat, precision: Precision, head: str,
     images: CalibrationImages, accuracy: Optional[dict[str, Any]] = None, calibration: Optional[dict[str, Any]] = None,
 ) -> Path:
     """Write ``<artifact>.verify.json`` (atomic); ``checked_file`` holds the bytes that were checked."""
     data = {
         "artifact": artifact.name, "artifact_sha256": sha256_file(checked_file), "format": fmt.value,
-        "precision": precision.value, "head": card.head, "images": images.to_dict(), **report.to_dict(),
+        "precision": precision.value, "head": head, "images": images.to_dict(), **report.to_dict(),
         "accuracy": accuracy, "calibration": calibration,
         "package_version": __version__, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
@@ -149,7 +149,7 @@ def _check_and_place(job: ExportJob, tmp: Path, fmt: ExportFormat, reference, ca
     report = compare(reference, [candidate], batches, tolerance=tolerance_for(job.precision))
     accuracy = accuracy_of(report, job.images, job.card.class_names)
     path = write_report(
-        job.out, report, checked_file=tmp, fmt=fmt, precision=job.precision, card=job.card.replace(head=job.head.value),
+        job.out, report, checked_file=tmp, fmt=fmt, precision=job.precision, head=job.head.value,
         images=job.images, accuracy=accuracy, calibration=job.calibration_info(),
     )
     if not report:
