@@ -37,6 +37,7 @@ def export(
     With --from-onnx, convert an fp32 ONNX made by this package to fp16 or int8 and check it against
     that ONNX. A failed check exits with code 6 and leaves only the report (<artifact>.verify.json).
     """
+    from symnets_deploy.cli.progress import console
     from symnets_deploy.export.api import ExportConfig, run_export
 
     config = ExportConfig(
@@ -45,7 +46,7 @@ def export(
         max_images=max_images, min_batch=min_batch, opt_batch=opt_batch, max_batch=max_batch, opset=opset,
         workspace_mib=workspace_mib, timing_cache=str(timing_cache) if timing_cache else None, calibration_size=calibration_size,
     )
-    result = run_export(config)
+    result = run_export(config, stage=console.log)
     typer.echo(result.report.table())
     for line in result.accuracy_lines():
         typer.echo(line)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from symnets_deploy.enums import ExportFormat, Head, Precision, parse_choice
 from symnets_deploy.errors import ArtifactError, UsageError
@@ -114,8 +114,12 @@ class ExportConfig:
         return asdict(self)
 
 
-def run_export(config: ExportConfig) -> F.Produced:
+def run_export(config: ExportConfig, *, stage: Callable[[str], None] = lambda _text: None) -> F.Produced:
     """Export a checkpoint (or convert an fp32 ONNX), check it against its reference on real images, and place it.
+
+    Args:
+        config: the resolved options.
+        stage: called with a short message as each long step starts (the CLI logs them).
 
     Raises:
         MissingDependencyError: TensorRT or a CUDA GPU missing for ``--format trt`` (nothing written).
@@ -132,13 +136,15 @@ def run_export(config: ExportConfig) -> F.Produced:
     if config.from_onnx is not None and out.resolve() == Path(config.from_onnx).resolve():
         raise UsageError(f"{out}: the output would replace the model it is converted from")
     env = spec.preflight(config)
+    stage(f"reading {config.from_onnx or config.checkpoint}")
     source, card = _open_source(config)
     images = collect_images(card, Path(config.calibration_images) if config.calibration_images else None, max_images=config.max_images)
+    stage(f"{len(images.paths)} check images from {images.source}" + (f" ({len(images.skipped)} unreadable, skipped)" if images.skipped else ""))
     job = F.ExportJob(
         source=source, card=card, head=Head(config.head or card.head), precision=Precision(config.precision), out=out,
         images=images, opset=config.opset, profile=config.profile() if spec.format is ExportFormat.trt else None,
         workspace_mib=config.workspace_mib, timing_cache=Path(config.timing_cache) if config.timing_cache else None, env=env,
-        calibration_size=config.calibration_size or DEFAULT_CALIBRATION_SIZE,
+        calibration_size=config.calibration_size or DEFAULT_CALIBRATION_SIZE, stage=stage,
     )
     done = spec.produce(job)
     return replace(done, seconds=time.perf_counter() - start)

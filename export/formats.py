@@ -54,6 +54,7 @@ class ExportJob:
     timing_cache: Optional[Path] = None
     env: Any = None  # what ``preflight`` returned
     calibration_size: int = DEFAULT_CALIBRATION_SIZE  # int8 only
+    stage: Callable[[str], None] = lambda _text: None  # progress messages for long steps
 
     def calibration(self) -> Optional[np.ndarray]:
         """int8: the images its activation ranges are calibrated on (a spread subset of the check images)."""
@@ -166,9 +167,13 @@ def produce_onnx(job: ExportJob) -> Produced:
     tmp = _temp_name(job.out)
     try:
         graph = job.source.fp32_graph(job.head, job.card.input_size, job.opset)
-        write_variant(graph, job.card.replace(head=job.head.value), tmp, precision=job.precision, calibration=job.calibration())
+        calibration = job.calibration()
+        how = f" (calibrating {CALIBRATION_METHOD} ranges on {len(calibration)} images)" if calibration is not None else ""
+        job.stage(f"writing the {job.precision.value} ONNX{how}")
+        write_variant(graph, job.card.replace(head=job.head.value), tmp, precision=job.precision, calibration=calibration)
         reference = job.source.reference(job.head, job.card)
         candidate = OrtBackend(tmp, device="cpu")
+        job.stage(f"checking it against {reference.name} on {len(job.images.paths)} images")
         return _check_and_place(job, tmp, ExportFormat.onnx, reference, candidate, job.images.batches(CHECK_BATCH))
     finally:
         tmp.unlink(missing_ok=True)
@@ -210,6 +215,7 @@ def produce_trt(job: ExportJob) -> Produced:
     cache = job.timing_cache or T.default_timing_cache(version, device)
     tmp = _temp_name(job.out)
     try:
+        job.stage(f"building the TensorRT engine (profile {profile.min}/{profile.opt}/{profile.max})")
         T.build_engine(onnx_path, tmp, profile=profile, workspace_mib=job.workspace_mib, timing_cache=cache, precision=job.precision)
         sidecar = EngineSidecar(
             card=job.card.replace(head=job.head.value).to_dict(), tensorrt_version=version, gpu_name=device.name,
