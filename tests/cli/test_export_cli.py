@@ -13,16 +13,10 @@ pytest.importorskip("torch")
 pytest.importorskip("onnxruntime")
 pytest.importorskip("polygraphy")
 
+from tests.cli_checks import error_line  # noqa: E402
+
 runner = CliRunner()
 ENV = {"COLUMNS": "200", "TERMINAL_WIDTH": "200", "NO_COLOR": "1"}
-
-
-def _one_line_error(result, code: int) -> str:
-    assert result.exit_code == code, (result.exit_code, result.output, result.exception)
-    assert "Traceback" not in result.output
-    (line,) = [line for line in result.stderr.splitlines() if line.strip()]
-    assert line.startswith("error: ")
-    return line
 
 
 def test_help_lists_the_options():
@@ -82,13 +76,13 @@ def test_bad_options_exit_2(tiny_run, tmp_path, args, code, words):
 
 
 def test_missing_checkpoint_exits_5(tmp_path):
-    line = _one_line_error(runner.invoke(app, ["export", "--checkpoint", str(tmp_path / "nope.pt")], env=ENV), 5)
+    line = error_line(runner.invoke(app, ["export", "--checkpoint", str(tmp_path / "nope.pt")], env=ENV), 5)
     assert "checkpoint not found" in line
 
 
 def test_empty_calibration_folder_exits_2(tiny_run, tmp_path):
     (tmp_path / "empty").mkdir()
-    line = _one_line_error(runner.invoke(app, ["export", "--checkpoint", str(tiny_run / "last.pt"), "--output", str(tmp_path / "m.onnx"),
+    line = error_line(runner.invoke(app, ["export", "--checkpoint", str(tiny_run / "last.pt"), "--output", str(tmp_path / "m.onnx"),
                                               "--calibration-images", str(tmp_path / "empty")], env=ENV), 2)
     assert "no readable images" in line
     assert sorted(p.name for p in tmp_path.iterdir()) == ["empty"]
@@ -97,11 +91,11 @@ def test_empty_calibration_folder_exits_2(tiny_run, tmp_path):
 def test_verify_unknown_artifact_type_exits_2(tiny_run, tmp_path):
     path = tmp_path / "model.tflite"
     path.write_bytes(b"x")
-    line = _one_line_error(runner.invoke(app, ["verify", str(path), "--checkpoint", str(tiny_run / "last.pt")], env=ENV), 2)
+    line = error_line(runner.invoke(app, ["verify", str(path), "--checkpoint", str(tiny_run / "last.pt")], env=ENV), 2)
     assert ".onnx" in line and ".plan" in line
 
 
 def test_verify_a_file_that_is_not_onnx_exits_5(tiny_run, tmp_path):
     path = tmp_path / "model.onnx"
     path.write_bytes(b"definitely not protobuf")
-    _one_line_error(runner.invoke(app, ["verify", str(path), "--checkpoint", str(tiny_run / "last.pt")], env=ENV), 5)
+    error_line(runner.invoke(app, ["verify", str(path), "--checkpoint", str(tiny_run / "last.pt")], env=ENV), 5)

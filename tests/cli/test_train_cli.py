@@ -15,6 +15,8 @@ from symnets_deploy.cli.main import app
 
 torch = pytest.importorskip("torch")
 
+from tests.cli_checks import error_line
+
 runner = CliRunner()
 # Wide, plain help text: option names are never wrapped or truncated.
 ENV = {"COLUMNS": "200", "TERMINAL_WIDTH": "200", "NO_COLOR": "1"}
@@ -25,16 +27,6 @@ def _tiny_args(data_root: Path, out: Path, *extra: str) -> list[str]:
         "train", "--source", "photos", "--target", "sketches", "--data-root", str(data_root), "--backbone", "tiny",
         "--iterations", "3", "--batch-size", "4", "--image-size", "32", "--device", "cpu", "--out", str(out), *extra,
     ]
-
-
-def _assert_one_line_error(result, code: int) -> str:
-    assert result.exit_code == code, (result.exit_code, result.output, result.exception)
-    assert "Traceback" not in result.output
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    errors = [line for line in lines if line.startswith("error: ")]
-    assert len(errors) == 1, result.stderr
-    assert "error: " not in result.stdout
-    return errors[0]
 
 
 def test_train_help_lists_the_options():
@@ -81,7 +73,7 @@ def test_resume_continues_with_the_saved_config(shapes_root, tmp_path):
 
 def test_resume_without_a_run_is_a_usage_error(tmp_path):
     args = ["train", "--source", "a", "--target", "b", "--data-root", str(tmp_path), "--resume", str(tmp_path / "nothing")]
-    line = _assert_one_line_error(runner.invoke(app, args, env=ENV), 2)
+    line = error_line(runner.invoke(app, args, env=ENV), 2)
     assert "config.json" in line
 
 
@@ -89,7 +81,7 @@ def test_mismatched_class_folders_exit_2(shapes_root, tmp_path):
     root = tmp_path / "data"
     shutil.copytree(shapes_root, root)
     shutil.move(root / "sketches" / "triangle", root / "sketches" / "hexagon")
-    line = _assert_one_line_error(runner.invoke(app, _tiny_args(root, tmp_path / "run"), env=ENV), 2)
+    line = error_line(runner.invoke(app, _tiny_args(root, tmp_path / "run"), env=ENV), 2)
     assert "triangle" in line and "hexagon" in line
 
 
@@ -98,14 +90,14 @@ def test_empty_domain_exit_2(shapes_root, tmp_path):
     shutil.copytree(shapes_root / "photos", root / "photos")
     for cls in ("circle", "square", "triangle"):
         (root / "sketches" / cls).mkdir(parents=True)
-    line = _assert_one_line_error(runner.invoke(app, _tiny_args(root, tmp_path / "run"), env=ENV), 2)
+    line = error_line(runner.invoke(app, _tiny_args(root, tmp_path / "run"), env=ENV), 2)
     assert "sketches" in line
 
 
 def test_missing_domain_exit_2(shapes_root, tmp_path):
     args = _tiny_args(shapes_root, tmp_path / "run")
     args[args.index("sketches")] = "paintings"
-    line = _assert_one_line_error(runner.invoke(app, args, env=ENV), 2)
+    line = error_line(runner.invoke(app, args, env=ENV), 2)
     assert "paintings" in line
 
 
@@ -119,7 +111,7 @@ def test_missing_domain_exit_2(shapes_root, tmp_path):
     ],
 )
 def test_bad_options_exit_2(shapes_root, tmp_path, extra, needle):
-    line = _assert_one_line_error(runner.invoke(app, _tiny_args(shapes_root, tmp_path / "run", *extra), env=ENV), 2)
+    line = error_line(runner.invoke(app, _tiny_args(shapes_root, tmp_path / "run", *extra), env=ENV), 2)
     assert needle in line
     assert not (tmp_path / "run" / "last.pt").exists()
 
@@ -148,4 +140,4 @@ def test_schedule_options_reach_the_run(shapes_root, tmp_path):
 
 def test_invalid_momentum_is_a_usage_error(shapes_root, tmp_path):
     result = runner.invoke(app, _tiny_args(shapes_root, tmp_path / "run", "--momentum", "1.5"), env=ENV)
-    assert "momentum" in _assert_one_line_error(result, 2)
+    assert "momentum" in error_line(result, 2)

@@ -28,6 +28,8 @@ from symnets_deploy.card import ONNX_CARD_KEY, ONNX_PRECISION_KEY  # noqa: E402
 from symnets_deploy.export.onnx import onnx_precision  # noqa: E402
 from symnets_deploy.preprocess import PreprocessConfig, preprocess_image, to_batch  # noqa: E402
 
+from tests.cli_checks import error_line  # noqa: E402
+
 runner = CliRunner()
 CHECK_IMAGES = 96  # a spread subset of webcam's 295 keeps CI fast; the benchmark uses them all
 
@@ -105,8 +107,7 @@ def test_broken_int8_conversion_exits_6_and_places_nothing(trained_onnx, webcam,
     out = tmp_path / "bad.int8.onnx"
     result = runner.invoke(app, ["export", "--from-onnx", str(trained_onnx), "--precision", "int8", "--output", str(out),
                                  "--calibration-images", str(webcam), "--max-images", str(CHECK_IMAGES), "--calibration-size", "32"])
-    assert result.exit_code == 6, result.output
-    assert result.stderr.startswith("error: ") and "equivalence check failed" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert "equivalence check failed" in error_line(result, 6)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.int8.onnx.verify.json"]
     assert json.loads((tmp_path / "bad.int8.onnx.verify.json").read_text())["passed"] is False
 
@@ -158,8 +159,7 @@ def test_from_onnx_refuses_a_model_without_card(tiny_run, tmp_path):
                               [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["n", 3])])
     onnx.save(helper.make_model(graph), str(plain))
     result = runner.invoke(app, ["export", "--from-onnx", str(plain), "--precision", "fp16"])
-    assert result.exit_code == 5, result.output
-    assert result.stderr.startswith("error: ") and "no model card" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert "no model card" in error_line(result, 5)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["plain.onnx"]
     garbage = tmp_path / "garbage.onnx"
     garbage.write_bytes(b"not a model")
@@ -181,9 +181,7 @@ def test_from_onnx_refuses_a_reduced_precision_source(tiny_run, tmp_path):
     (["--checkpoint", "last.pt", "--precision", "fp16", "--calibration-size", "8"], "--precision int8 only"),
 ])
 def test_bad_variant_options_exit_2_before_any_work(options, message, tmp_path):
-    result = runner.invoke(app, ["export", *options])
-    assert result.exit_code == 2, result.output
-    assert message in result.stderr and result.stderr.startswith("error: ")
+    assert message in error_line(runner.invoke(app, ["export", *options]), 2)
 
 
 def test_default_output_of_a_conversion_is_in_the_current_folder(tmp_path, monkeypatch):
