@@ -127,7 +127,8 @@ def load_exported_fp32(path: Path):
     """
     onnx = _onnx()
     path = Path(path)
-    metadata = read_onnx_metadata(path)
+    proto = _load(path)
+    metadata = {p.key: p.value for p in proto.metadata_props}
     if ONNX_CARD_KEY not in metadata:
         raise ArtifactError(f"{path}: no model card (metadata key {ONNX_CARD_KEY!r}); --from-onnx converts models exported by symnets")
     try:
@@ -137,10 +138,24 @@ def load_exported_fp32(path: Path):
     precision = metadata.get(ONNX_PRECISION_KEY, Precision.fp32.value)
     if precision != Precision.fp32.value:
         raise ArtifactError(f"{path}: is a {precision} model; convert from the fp32 ONNX")
-    proto = onnx.load_model(os.fspath(path), load_external_data=False)
     if any(t.data_location == onnx.TensorProto.EXTERNAL for t in proto.graph.initializer):
         raise ArtifactError(f"{path}: has external data; --from-onnx needs a self-contained ONNX file")
     return proto, card
+
+
+def _load(path: Path):
+    """An ONNX file as a ModelProto, external data not loaded.
+
+    Raises:
+        ArtifactError: the file is missing or is not an ONNX model.
+    """
+    onnx = _onnx()
+    if not path.is_file():
+        raise ArtifactError(f"{path}: ONNX file not found")
+    try:
+        return onnx.load_model(os.fspath(path), load_external_data=False)
+    except Exception as exc:  # protobuf DecodeError and friends: all mean "not an ONNX model"
+        raise ArtifactError(f"{path}: not an ONNX model ({type(exc).__name__})") from None
 
 
 def read_onnx_metadata(path: Path) -> dict[str, str]:
@@ -149,15 +164,7 @@ def read_onnx_metadata(path: Path) -> dict[str, str]:
     Raises:
         ArtifactError: the file is missing or is not an ONNX model.
     """
-    onnx = _onnx()
-    path = Path(path)
-    if not path.is_file():
-        raise ArtifactError(f"{path}: ONNX file not found")
-    try:
-        proto = onnx.load_model(os.fspath(path), load_external_data=False)
-    except Exception as exc:  # protobuf DecodeError and friends: all mean "not an ONNX model"
-        raise ArtifactError(f"{path}: not an ONNX model ({type(exc).__name__})") from None
-    return {p.key: p.value for p in proto.metadata_props}
+    return {p.key: p.value for p in _load(Path(path)).metadata_props}
 
 
 def onnx_precision(path: Path) -> Precision:
