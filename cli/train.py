@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Optional
 
@@ -15,9 +14,10 @@ from symnets_deploy.enums import Device, Head
 @app.command()
 @handle_errors
 def train(
-    source: str = typer.Option(..., help="Labeled source domain: a folder name under --data-root (e.g. amazon)."),
-    target: str = typer.Option(..., help="Unlabeled target domain: a folder name under --data-root (e.g. webcam)."),
-    data_root: Path = typer.Option(..., help="Dataset folder laid out as <domain>/<class>/<image>."),
+    ctx: typer.Context,
+    source: Optional[str] = typer.Option(None, help="Labeled source domain: a folder name under --data-root (e.g. amazon). Required unless --resume."),
+    target: Optional[str] = typer.Option(None, help="Unlabeled target domain: a folder name under --data-root (e.g. webcam). Required unless --resume."),
+    data_root: Optional[Path] = typer.Option(None, help="Dataset folder laid out as <domain>/<class>/<image>. Required unless --resume."),
     dataset: Optional[str] = typer.Option(None, help="Check against a preset: office31, office_caltech10, office_home, imageclef."),
     backbone: str = typer.Option("efficientnet_lite0", help="Feature extractor G: efficientnet_lite0 (ImageNet weights ship offline), resnet50 (paper), tiny (random init, tests)."),
     weights: Optional[Path] = typer.Option(None, help="Pretrained backbone state-dict file (default: the backbone's own ImageNet weights)."),
@@ -37,7 +37,7 @@ def train(
     device: Device = typer.Option(Device.auto, help="auto picks CUDA when present (bf16 autocast there, fp32 on CPU)."),
     seed: int = typer.Option(0, help="Random seed (sampling, crops, init)."),
     out: Path = typer.Option(Path("runs/latest"), help="Run folder: last.pt, config.json, metrics.jsonl, summary.json."),
-    resume: Optional[Path] = typer.Option(None, help="Continue the run in this folder at its last checkpoint (its saved config is used)."),
+    resume: Optional[Path] = typer.Option(None, help="Continue the run in this folder at its last checkpoint with its saved config; only a larger --iterations may be added."),
     eval_every: int = typer.Option(0, help="Evaluate Cs/Ct on the whole target domain every N iterations (0: only at the end)."),
     checkpoint_every: int = typer.Option(0, help="Write last.pt every N iterations (0: only at the end)."),
     log_every: int = typer.Option(10, help="Write a metrics.jsonl record every N iterations."),
@@ -48,24 +48,27 @@ def train(
     """Train a SymNet (or the source-only baseline) and write the run folder."""
     from symnets_deploy.cli.progress import TrainProgress, console
     from symnets_deploy.errors import UsageError
-    from symnets_deploy.train.config import TrainConfig
+    from symnets_deploy.train.config import TrainConfig, resumed_config
     from symnets_deploy.train.trainer import train as run_training
 
+    values = dict(
+        source=source, target=target, data_root=str(data_root) if data_root else None, dataset=dataset, backbone=backbone,
+        weights=str(weights) if weights else "imagenet", method=method, ablation=ablation, head=head.value,
+        iterations=iterations, batch_size=batch_size, lr=lr, backbone_lr_mult=backbone_lr_mult, momentum=momentum,
+        weight_decay=weight_decay, lr_alpha=lr_alpha, lr_beta=lr_beta, lambda_gamma=lambda_gamma, image_size=image_size,
+        device=device.value, seed=seed, out=str(out), eval_every=eval_every, checkpoint_every=checkpoint_every,
+        log_every=log_every, threads=threads, cache=cache, cache_dir=str(cache_dir) if cache_dir else None,
+    )
     if resume is not None:
-        config_path = resume / "config.json"
-        if not config_path.is_file():
-            raise UsageError(f"{config_path}: no run to resume (config.json missing)")
-        config = TrainConfig.from_dict({**json.loads(config_path.read_text()), "out": str(resume)})
-        console.log(f"resuming {resume} with its saved config")
+        # Typer (and the click it wraps or vendors) says where each value came from; defaults are not "given".
+        given = {name: values[name] for name in values if getattr(ctx.get_parameter_source(name), "name", "") in ("COMMANDLINE", "ENVIRONMENT")}
+        config = resumed_config(resume, given)
+        console.log(f"resuming {resume} with its saved config" + (f" for {config.iterations} iterations" if "iterations" in given else ""))
     else:
-        config = TrainConfig(
-            source=source, target=target, data_root=str(data_root), dataset=dataset, backbone=backbone,
-            weights=str(weights) if weights else "imagenet", method=method, ablation=ablation, head=head.value,
-            iterations=iterations, batch_size=batch_size, lr=lr, backbone_lr_mult=backbone_lr_mult, momentum=momentum,
-            weight_decay=weight_decay, lr_alpha=lr_alpha, lr_beta=lr_beta, lambda_gamma=lambda_gamma, image_size=image_size,
-            device=device.value, seed=seed, out=str(out), eval_every=eval_every, checkpoint_every=checkpoint_every,
-            log_every=log_every, threads=threads, cache=cache, cache_dir=str(cache_dir) if cache_dir else None,
-        )
+        missing = [f"--{name.replace('_', '-')}" for name in ("source", "target", "data_root") if values[name] is None]
+        if missing:
+            raise UsageError(f"missing {', '.join(missing)} (or --resume RUN to continue a run)")
+        config = TrainConfig(**values)
     result = run_training(config, TrainProgress(), resume=resume is not None)
     typer.echo(
         f"{result.source} -> {result.target} ({result.method}, {result.backbone}): target acc Ct {100 * result.target_acc_ct:.2f}%, "

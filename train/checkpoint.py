@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -33,10 +34,19 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
         path = path / "last.pt"
     if not path.is_file():
         raise ArtifactError(f"{path}: checkpoint not found")
+    if path.stat().st_size == 0:
+        raise ArtifactError(f"{path}: empty file (0 bytes), not a checkpoint; an interrupted copy?")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises pickle, zip and runtime errors for bad files
-        raise ArtifactError(f"{path}: not a readable checkpoint ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})") from None
+    except pickle.UnpicklingError:
+        # torch's own message goes on to suggest weights_only=False, i.e. running the file's code.
+        raise ArtifactError(
+            f"{path}: refused: it holds Python objects beyond tensors and plain values, and loading them could run code "
+            "(symnets checkpoints never do; was it written by another tool or altered?)"
+        ) from None
+    except Exception as exc:  # torch raises zip, EOF and runtime errors for damaged files
+        first = (str(exc).strip().splitlines() or [""])[0][:200]
+        raise ArtifactError(f"{path}: not a readable checkpoint ({type(exc).__name__}{': ' + first if first else ''})") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         raise ArtifactError(f"{path}: not a symnets checkpoint (format {CHECKPOINT_FORMAT} expected)")
     return ckpt

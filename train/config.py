@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass, fields
+from pathlib import Path
 from typing import Any, Optional
 
 from symnets_deploy.enums import Device, Head, parse_choice
@@ -89,3 +91,44 @@ class TrainConfig:
     def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in known})
+
+
+def _same(name: str, asked: Any, saved: Any) -> bool:
+    """Whether an option given on the command line agrees with the run's saved value."""
+    if name in ("data_root", "out", "cache_dir", "weights") and asked is not None and saved is not None and asked != PRETRAINED:
+        return Path(asked).resolve() == Path(saved).resolve()
+    if isinstance(saved, float) or isinstance(asked, float):
+        return asked is not None and saved is not None and float(asked) == float(saved)
+    return asked == saved
+
+
+def resumed_config(run: Path, given: dict[str, Any]) -> "TrainConfig":
+    """The saved config of ``run`` for ``--resume``, checked against the options given with it.
+
+    Args:
+        run: the run folder (its ``config.json``).
+        given: config field -> value of each option the user typed besides ``--resume``.
+
+    Returns:
+        The saved config with ``out`` = ``run`` and, when given, a larger ``iterations``.
+
+    Raises:
+        UsageError: no ``config.json``, or given options that contradict the run (each is named);
+            ``--iterations`` may only grow, to train longer.
+    """
+    path = Path(run) / "config.json"
+    if not path.is_file():
+        raise UsageError(f"{path}: no run to resume (config.json missing)")
+    saved = TrainConfig.from_dict({**json.loads(path.read_text(encoding="utf-8")), "out": str(run)}).to_dict()
+    differences = []
+    for name, asked in given.items():
+        if name == "iterations" and asked >= saved["iterations"]:
+            continue
+        if not _same(name, asked, saved.get(name)):
+            differences.append(f"--{name.replace('_', '-')} {asked} (the run has {saved.get(name)})")
+    if differences:
+        raise UsageError(
+            f"{run}: --resume continues the run with its saved options, but these differ: {'; '.join(differences)}; "
+            "drop them, or start a new run with another --out"
+        )
+    return TrainConfig.from_dict({**saved, **({"iterations": given["iterations"]} if "iterations" in given else {})})

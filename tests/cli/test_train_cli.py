@@ -63,18 +63,37 @@ def test_tiny_run_prints_the_accuracy_line(shapes_root, tmp_path):
     assert (config["backbone"], config["iterations"], config["batch_size"], config["image_size"]) == ("tiny", 3, 4, 32)
 
 
-def test_resume_continues_with_the_saved_config(shapes_root, tmp_path):
+def test_resume_needs_only_the_run_folder_and_refuses_other_options(shapes_root, tmp_path):
+    """Issue 9, case 7: --resume used to require --source/--target/--data-root and then ignore every option."""
     out = tmp_path / "run"
     assert runner.invoke(app, _tiny_args(shapes_root, out, "--checkpoint-every", "1"), env=ENV).exit_code == 0
-    result = runner.invoke(app, ["train", "--source", "x", "--target", "y", "--data-root", str(tmp_path), "--resume", str(out)], env=ENV)
+    result = runner.invoke(app, ["train", "--resume", str(out)], env=ENV)
     assert result.exit_code == 0, (result.output, result.exception)
-    assert "photos -> sketches" in result.stdout
+    assert "photos -> sketches" in result.stdout and "3 it in" in result.stdout
+    args = ["train", "--source", "x", "--data-root", str(tmp_path), "--lr", "0.5", "--seed", "0", "--resume", str(out)]
+    line = error_line(runner.invoke(app, args, env=ENV), 2)
+    for named in ("--source x (the run has photos)", "--data-root", "--lr 0.5 (the run has 0.01)"):
+        assert named in line, line
+    assert "--seed" not in line  # given, but equal to the run's
+
+
+def test_resume_may_raise_the_iterations_only(shapes_root, tmp_path):
+    out = tmp_path / "run"
+    assert runner.invoke(app, _tiny_args(shapes_root, out, "--checkpoint-every", "1"), env=ENV).exit_code == 0
+    assert "--iterations 2 (the run has 3)" in error_line(runner.invoke(app, ["train", "--resume", str(out), "--iterations", "2"], env=ENV), 2)
+    result = runner.invoke(app, ["train", "--resume", str(out), "--iterations", "5"], env=ENV)
+    assert result.exit_code == 0, (result.output, result.exception)
+    assert "5 it in" in result.stdout and json.loads((out / "summary.json").read_text())["iterations"] == 5
 
 
 def test_resume_without_a_run_is_a_usage_error(tmp_path):
-    args = ["train", "--source", "a", "--target", "b", "--data-root", str(tmp_path), "--resume", str(tmp_path / "nothing")]
-    line = error_line(runner.invoke(app, args, env=ENV), 2)
+    line = error_line(runner.invoke(app, ["train", "--resume", str(tmp_path / "nothing")], env=ENV), 2)
     assert "config.json" in line
+
+
+def test_a_new_run_needs_source_target_and_data_root(tmp_path):
+    line = error_line(runner.invoke(app, ["train", "--source", "amazon", "--out", str(tmp_path / "run")], env=ENV), 2)
+    assert "missing --target, --data-root (or --resume RUN" in line
 
 
 def test_mismatched_class_folders_exit_2(shapes_root, tmp_path):
