@@ -111,7 +111,7 @@ def collect_paths(inputs: Iterable[str | Path], *, recursive: bool = True, stdin
 def _expand(inputs: list[str], *, recursive: bool, stdin: Optional[TextIO]) -> Iterator[Path]:
     for item in inputs:
         if item == STDIN:
-            yield from _expand_listed(read_path_list(stdin if stdin is not None else sys.stdin), recursive)
+            yield from _expand_listed(read_path_list(stdin if stdin is not None else _stdin_lines()), recursive)
             continue
         is_list = item.startswith("@")
         path = Path(item[1:] if is_list else item).expanduser()
@@ -121,12 +121,19 @@ def _expand(inputs: list[str], *, recursive: bool, stdin: Optional[TextIO]) -> I
             yield from scan_folder(path, recursive=recursive)
         elif is_list or path.suffix.lower() in LIST_SUFFIXES:
             try:
-                lines = path.read_text(encoding="utf-8").splitlines()
+                # File names need not be UTF-8: undecodable bytes survive as surrogates, as in os.listdir.
+                lines = path.read_text(encoding="utf-8", errors="surrogateescape").splitlines()
             except (OSError, UnicodeDecodeError) as exc:
                 raise UsageError(f"{path}: cannot read the list of paths ({exc})") from None
             yield from _expand_listed(read_path_list(lines, base=path.parent), recursive)
         else:
             yield path
+
+
+def _stdin_lines() -> list[str]:
+    """Standard input's lines, decoded like file names (undecodable bytes kept as surrogates)."""
+    raw = getattr(sys.stdin, "buffer", None)
+    return [os.fsdecode(line) for line in raw.read().splitlines()] if raw is not None else sys.stdin.read().splitlines()
 
 
 def _expand_listed(paths: list[Path], recursive: bool) -> Iterator[Path]:

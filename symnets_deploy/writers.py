@@ -119,6 +119,8 @@ def write_predictions(
     """
     fmt = resolve_format(output, fmt)
     if str(output) == STDOUT:
+        if stdout is None and hasattr(sys.stdout, "reconfigure"):
+            sys.stdout.reconfigure(errors="surrogateescape")  # file names that are not UTF-8 print as their bytes, like ls
         return _write(predictions, stdout if stdout is not None else sys.stdout, fmt)
     path = Path(output)
     if path.is_dir():
@@ -126,11 +128,23 @@ def write_predictions(
     stats: list[WriteStats] = []
 
     def write(tmp: Path) -> None:
-        with tmp.open("w", encoding="utf-8", newline="") as stream:
+        # A file name that is not UTF-8 is written as its original bytes (CSV); JSONL escapes it instead.
+        with tmp.open("w", encoding="utf-8", errors="surrogateescape", newline="") as stream:
             stats.append(_write(predictions, stream, fmt))
 
     atomic_write(path, write)
     return stats[0]
+
+
+def _json_line(record: dict) -> str:
+    """One JSON object; a record holding a non-UTF-8 file name (a lone surrogate) is written
+    ASCII-escaped, so every line stays valid UTF-8 JSON and ``os.fsencode`` restores the name."""
+    line = json.dumps(record, ensure_ascii=False)
+    try:
+        line.encode("utf-8")
+    except UnicodeEncodeError:
+        return json.dumps(record, ensure_ascii=True)
+    return line
 
 
 def _write(predictions: Iterable[Prediction], stream: TextIO, fmt: OutputFormat) -> WriteStats:
@@ -142,7 +156,7 @@ def _write(predictions: Iterable[Prediction], stream: TextIO, fmt: OutputFormat)
         if fmt is OutputFormat.csv:
             writer.writerow(csv_row(prediction))
         else:
-            stream.write(json.dumps(prediction_record(prediction), ensure_ascii=False) + "\n")
+            stream.write(_json_line(prediction_record(prediction)) + "\n")
         rows += 1
         failures += not prediction.ok
     stream.flush()

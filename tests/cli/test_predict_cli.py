@@ -113,3 +113,27 @@ def test_plan_with_missing_or_mismatched_sidecar_exits_5(shapes_root: Path, tmp_
 @pytest.mark.skipif(is_available("tensorrt"), reason="TensorRT is installed")
 def test_valid_plan_without_tensorrt_exits_4(shapes_root: Path, tmp_path: Path) -> None:
     assert "symnets-deploy[trt]" in error_line(invoke(shapes_root, "--engine", make_plan(tmp_path)), 4)
+
+
+def test_file_names_that_are_not_utf8_get_one_row_each(tiny_onnx: Path, tmp_path: Path) -> None:
+    """Issue 9, case 4: one such name used to end the whole run with a UnicodeEncodeError traceback."""
+    import json
+    import os
+
+    from PIL import Image
+
+    folder = tmp_path / "w"
+    folder.mkdir()
+    raw = os.fsencode(folder) + b"/bad\xff.png"
+    Image.new("RGB", (8, 8)).save(raw)
+    Image.new("RGB", (8, 8)).save(folder / "good.png")
+    (tmp_path / "list.txt").write_bytes(b"w/bad\xff.png\nw/good.png\n")
+    for inputs, stdin in (([str(folder)], None), ([str(tmp_path / "list.txt")], None), (["-"], raw + b"\n" + os.fsencode(folder / "good.png") + b"\n")):
+        csv_out, jsonl_out = tmp_path / "p.csv", tmp_path / "p.jsonl"
+        for out in (csv_out, jsonl_out, "-"):
+            result = invoke(*inputs, "--engine", tiny_onnx, "--output", out, input=stdin)
+            assert result.exit_code == 0, (inputs, out, result.output, result.exception)
+        assert raw in csv_out.read_bytes()  # the CSV holds the name's own bytes
+        rows = [json.loads(line) for line in jsonl_out.read_text(encoding="utf-8").splitlines()]
+        assert sorted(os.fsencode(r["path"]).endswith(b"bad\xff.png") for r in rows) == [False, True]
+        assert all(r["status"] == "ok" for r in rows)
