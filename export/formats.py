@@ -30,7 +30,8 @@ from symnets_deploy.export.int8 import CALIBRATION_METHOD, DEFAULT_CALIBRATION_S
 from symnets_deploy.export.onnx import onnx_precision, write_variant
 from symnets_deploy.export.sources import CheckpointSource, OnnxSource
 from symnets_deploy.export.tolerances import tolerance_for
-from symnets_deploy.sidecar import EngineSidecar, check_sidecar, read_sidecar, sha256_file, sidecar_path, write_sidecar
+from symnets_deploy.backends.trt import check_plan
+from symnets_deploy.sidecar import EngineSidecar, sha256_file, sidecar_path, write_sidecar
 from symnets_deploy.atomic import atomic_write
 from symnets_deploy.evaluation import summarize
 
@@ -197,10 +198,10 @@ def open_onnx(path: Path) -> Opened:
 
 
 # -- TensorRT --------------------------------------------------------------------------------
-def preflight_trt(_config=None) -> tuple[str, T.CudaDevice]:
+def preflight_trt(_config=None, purpose: str = "building a TensorRT engine") -> tuple[str, T.CudaDevice]:
     """TensorRT and a CUDA GPU, checked before any work or file (exit code 4 otherwise)."""
-    trt = T.require_tensorrt()
-    return trt.__version__, T.cuda_device()
+    trt = T.require_tensorrt(purpose)
+    return trt.__version__, T.cuda_device(purpose)
 
 
 def produce_trt(job: ExportJob) -> Produced:
@@ -233,10 +234,10 @@ def produce_trt(job: ExportJob) -> Produced:
 
 
 def open_trt(path: Path) -> Opened:
-    """A plan under Polygraphy's TrtRunner, after checking its sidecar against this machine."""
-    version, device = preflight_trt()
-    sidecar = read_sidecar(path)
-    check_sidecar(sidecar, path, tensorrt_version=version, compute_capability=device.compute_capability)
+    """A plan under Polygraphy's TrtRunner, after checking its sidecar (first: exit 5 needs no TensorRT) and this machine."""
+    check_plan(path)
+    version, device = preflight_trt(purpose="checking a TensorRT engine")
+    sidecar = check_plan(path, tensorrt_version=version, compute_capability=device.compute_capability)
     profile = sidecar.profile
     return Opened(T.trt_runner(path), sidecar.model_card(), Precision(sidecar.precision), profile["opt"], profile["min"])
 

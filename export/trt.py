@@ -60,23 +60,23 @@ class CudaDevice:
     compute_capability: str  # "major.minor"
 
 
-def require_tensorrt():
+def require_tensorrt(purpose: str = "building a TensorRT engine"):
     """Import TensorRT or fail with one line saying what to install, and where (exit code 4)."""
     try:
         import tensorrt
     except ImportError as exc:
-        raise MissingDependencyError(f"building a TensorRT engine needs 'tensorrt' (import error: {exc}); {_GPU_HINT}") from None
+        raise MissingDependencyError(f"{purpose} needs 'tensorrt' (import error: {exc}); {_GPU_HINT}") from None
     except OSError as exc:  # the wheel is there but its libnvinfer cannot be loaded
-        raise MissingDependencyError(f"building a TensorRT engine: 'tensorrt' is installed but cannot load its libraries ({exc}); {_GPU_HINT}") from None
+        raise MissingDependencyError(f"{purpose}: 'tensorrt' is installed but cannot load its libraries ({exc}); {_GPU_HINT}") from None
     return tensorrt
 
 
-def cuda_device() -> CudaDevice:
+def cuda_device(purpose: str = "building a TensorRT engine") -> CudaDevice:
     """The current CUDA GPU, or ``MissingDependencyError`` (exit code 4) when none is visible."""
     import torch
 
     if not torch.cuda.is_available():
-        raise MissingDependencyError(f"building a TensorRT engine needs a CUDA GPU, and none is visible here (torch.cuda.is_available() is False); {_GPU_HINT}")
+        raise MissingDependencyError(f"{purpose} needs a CUDA GPU, and none is visible here (torch.cuda.is_available() is False); {_GPU_HINT}")
     index = torch.cuda.current_device()
     major, minor = torch.cuda.get_device_capability(index)
     return CudaDevice(torch.cuda.get_device_name(index), f"{major}.{minor}")
@@ -159,7 +159,7 @@ def build_engine(
 
 def trt_runner(plan: Path, name: str = "tensorrt"):
     """Polygraphy's ``TrtRunner`` over a plan file, for the equivalence check (needs TensorRT and a GPU)."""
-    require_tensorrt()
+    require_tensorrt("running a TensorRT engine")
     trt_backend = require("polygraphy.backend.trt", extra="export", purpose="running a TensorRT engine in the equivalence check")
     data = Path(plan).read_bytes()
     return trt_backend.TrtRunner(trt_backend.EngineFromBytes(data), name=name)

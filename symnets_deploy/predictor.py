@@ -112,7 +112,11 @@ class Predictor:
         self.preprocess = PreprocessConfig.from_card(self.card)
         size = tuple(backend.input_spec().shape[2:])
         if any(d is not None and d != self.card.input_size for d in size):
-            raise ArtifactError(f"{backend.name}: engine input is {size} but the card says {self.card.input_size}x{self.card.input_size}")
+            raise ArtifactError(f"{self._source(backend)}: engine input is {size} but the card says {self.card.input_size}x{self.card.input_size}")
+        classes = backend.output_classes()
+        if classes is not None and classes != self.card.num_classes:
+            # Found at load, not at the first batch: a wrong card must not cost a folder scan.
+            raise ArtifactError(f"{self._source(backend)}: the model outputs {classes} classes but its card lists {self.card.num_classes}")
         self.limits = backend.batch_limits()
         self.batch_size = self.limits.fit(batch_size)
         self.top_k = min(top_k, self.card.num_classes)
@@ -259,6 +263,11 @@ class Predictor:
         self.close()
 
     # -- internals ---------------------------------------------------------------------------
+    @staticmethod
+    def _source(backend: Backend) -> str:
+        """The artifact's path for error messages (the backend's name when it has none)."""
+        return str(getattr(backend, "path", backend.name))
+
     def _run_chunk(self, loaded: list[tuple[Optional[str], np.ndarray | str]]) -> list[Prediction]:
         results: list[Optional[Prediction]] = [None] * len(loaded)
         good = [i for i, (_, crop) in enumerate(loaded) if isinstance(crop, np.ndarray)]
@@ -279,7 +288,7 @@ class Predictor:
             batch = np.concatenate([batch, np.zeros((rows - count, *batch.shape[1:]), dtype=batch.dtype)])
         probs = self.backend.infer(batch)["probs"]
         if probs.ndim != 2 or probs.shape != (rows, self.card.num_classes):
-            raise ArtifactError(f"{self.backend.name}: probs of shape {probs.shape}, expected {(rows, self.card.num_classes)} for the card's {self.card.num_classes} classes")
+            raise ArtifactError(f"{self._source(self.backend)}: probs of shape {probs.shape}, expected {(rows, self.card.num_classes)} for the card's {self.card.num_classes} classes")
         return probs[:count]
 
     def _prediction(self, name: Optional[str], probs: np.ndarray) -> Prediction:

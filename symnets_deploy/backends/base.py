@@ -101,6 +101,11 @@ class Backend:
         self.activate()
         return self._precision_impl()
 
+    def output_classes(self) -> Optional[int]:
+        """K of the ``probs`` output [N,K] as the artifact declares it; None when it is dynamic or unknown."""
+        self.activate()
+        return self._output_classes_impl()
+
     def input_spec(self) -> TensorSpec:
         """The ``images`` input: (None, 3, H, W) float32 unless the artifact says otherwise."""
         self.activate()
@@ -175,6 +180,9 @@ class Backend:
 
     def _precision_impl(self) -> str:
         return "fp32"
+
+    def _output_classes_impl(self) -> Optional[int]:
+        return None
 
     def _batch_limits_impl(self) -> BatchLimits:
         batch = self._input_spec_impl().shape[0]

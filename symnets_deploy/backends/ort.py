@@ -191,6 +191,10 @@ class OrtBackend(Backend):
         except ArtifactError as exc:
             raise ArtifactError(f"{self.path}: {exc}") from None
 
+    def _output_classes_impl(self) -> Optional[int]:
+        (probs,) = [o for o in self.session.get_outputs() if o.name == "probs"]
+        return probs.shape[-1] if isinstance(probs.shape[-1], int) else None
+
     def _precision_impl(self) -> str:
         return self.session.get_modelmeta().custom_metadata_map.get(ONNX_PRECISION_KEY, "fp32")
 

@@ -198,6 +198,10 @@ class TrtBackend(Backend):
     def _precision_impl(self) -> str:
         return self.sidecar.precision
 
+    def _output_classes_impl(self) -> Optional[int]:
+        classes = int(self._engine.get_tensor_shape("probs")[-1])
+        return classes if classes >= 0 else None
+
     def _input_spec_impl(self) -> TensorSpec:
         shape = tuple(int(d) for d in self._engine.get_tensor_shape(INPUT_NAME))
         return TensorSpec(INPUT_NAME, tuple(d if d >= 0 else None for d in shape), "float32")

@@ -188,6 +188,21 @@ def test_cli_verify_plan_without_tensorrt_exits_4(tiny_run, plan, sidecar, monke
     result = runner.invoke(app, ["verify", str(plan), "--checkpoint", str(tiny_run / "last.pt")])
     assert result.exit_code == 4, result.output
     assert "Traceback" not in result.output and len(result.stderr.strip().splitlines()) == 1
+    assert "checking a TensorRT engine needs 'tensorrt'" in result.stderr and "building" not in result.stderr
+
+
+def test_cli_verify_plan_checks_the_sidecar_before_tensorrt(tiny_run, plan, monkeypatch):
+    """Issue 9, case 11: a plan without its sidecar was exit 4 (no TensorRT) in verify but 5 in predict."""
+    monkeypatch.setitem(sys.modules, "tensorrt", None)
+    from PIL import Image
+
+    image = plan.parent / "images" / "one.png"
+    image.parent.mkdir()
+    Image.new("RGB", (8, 8)).save(image)
+    for command in (["verify", str(plan), "--checkpoint", str(tiny_run / "last.pt")], ["predict", str(image), "--engine", str(plan)]):
+        result = runner.invoke(app, command)
+        assert result.exit_code == 5, (command, result.output)
+        assert "sidecar" in result.stderr and "Traceback" not in result.output
 
 
 # -- real TensorRT ----------------------------------------------------------------------------

@@ -171,12 +171,15 @@ def _with_card(src: Path, dst: Path, **changes) -> Path:
     return dst
 
 
-def test_card_that_contradicts_the_graph_is_an_artifact_error(tiny_onnx: Path, tmp_path: Path, shapes_root: Path) -> None:
+def test_card_that_contradicts_the_graph_is_an_artifact_error(tiny_onnx: Path, tmp_path: Path) -> None:
     with pytest.raises(ArtifactError, match="card says 48x48"):
         Predictor.load(_with_card(tiny_onnx, tmp_path / "size.onnx", input_size=48, resize_size=55))
+    # Issue 9, case 11: a class-count mismatch used to surface at the first batch, without the file's path.
     four = _with_card(tiny_onnx, tmp_path / "classes.onnx", class_names=["a", "b", "c", "d"])
-    with Predictor.load(four) as predictor, pytest.raises(ArtifactError, match="4 classes"):
-        predictor.predict_paths(collect_paths([shapes_root])[:2])
+    with OrtBackend(four) as backend:
+        assert backend.output_classes() == 3
+    with pytest.raises(ArtifactError, match=f"{four}: the model outputs 3 classes but its card lists 4"):
+        Predictor.load(four)
 
 
 def test_load_validates_its_arguments(tiny_onnx: Path, tmp_path: Path) -> None:
@@ -188,3 +191,4 @@ def test_load_validates_its_arguments(tiny_onnx: Path, tmp_path: Path) -> None:
         assert predictor.top_k == predictor.card.num_classes
         assert predictor.predict_paths([]) == []
     assert not predictor.backend.is_active
+
