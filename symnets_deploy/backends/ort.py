@@ -14,6 +14,7 @@ from symnets_deploy.backends.base import INPUT_NAME, OUTPUT_NAMES, Backend, Batc
 from symnets_deploy.card import ONNX_CARD_KEY, ONNX_PRECISION_KEY, ModelCard
 from symnets_deploy.enums import Device, parse_choice
 from symnets_deploy.errors import ArtifactError, MissingDependencyError, UsageError
+from symnets_deploy.external_data import check_external_data
 from symnets_deploy.host import cache_root, usable_cpus
 
 
@@ -130,6 +131,7 @@ class OrtBackend(Backend):
     def _activate_impl(self) -> None:
         if not self.path.is_file():
             raise UsageError(f"{self.path}: model file not found")
+        check_external_data(self.path)  # before onnxruntime, whose own checks depend on its version
         ort = _ort("gpu" if self.device is Device.cuda else "cpu")
         providers = select_providers(self.device, self.provider, ort.get_available_providers())
         options = ort.SessionOptions()
