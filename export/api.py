@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+from symnets_deploy.atomic import exclusive
 from symnets_deploy.enums import ExportFormat, Head, Precision, parse_choice
 from symnets_deploy.errors import ArtifactError, UsageError
 from symnets_deploy.export import formats as F
@@ -146,7 +147,8 @@ def run_export(config: ExportConfig, *, stage: Callable[[str], None] = lambda _t
         workspace_mib=config.workspace_mib, timing_cache=Path(config.timing_cache) if config.timing_cache else None, env=env,
         calibration_size=config.calibration_size or DEFAULT_CALIBRATION_SIZE, stage=stage,
     )
-    done = spec.produce(job)
+    with exclusive(out, "exporting to"):  # a second export to the same file is refused, not interleaved
+        done = spec.produce(job)
     return replace(done, seconds=time.perf_counter() - start)
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -32,7 +31,7 @@ from symnets_deploy.export.sources import CheckpointSource, OnnxSource
 from symnets_deploy.export.tolerances import tolerance_for
 from symnets_deploy.backends.trt import check_plan
 from symnets_deploy.sidecar import EngineSidecar, sha256_file, sidecar_path, write_sidecar
-from symnets_deploy.atomic import atomic_write
+from symnets_deploy.atomic import atomic_write, temp_path
 from symnets_deploy.evaluation import summarize
 
 #: Images per batch in checks against ONNX Runtime (TensorRT uses its profile's opt batch).
@@ -109,20 +108,27 @@ def accuracy_of(report: EquivalenceReport, images: CalibrationImages, class_name
 def write_report(
     artifact: Path, report: EquivalenceReport, *, checked_file: Path, fmt: ExportFormat, precision: Precision, head: str,
     images: CalibrationImages, accuracy: Optional[dict[str, Any]] = None, calibration: Optional[dict[str, Any]] = None,
+    to: Optional[Path] = None,
 ) -> Path:
-    """Write ``<artifact>.verify.json`` (atomic); ``checked_file`` holds the bytes that were checked."""
+    """Write ``<artifact>.verify.json`` atomically, or plainly to ``to`` (a temp name the caller renames).
+
+    ``checked_file`` holds the bytes that were checked; the report records their sha256, so a
+    report and an artifact that do not belong together can be told apart.
+    """
     data = {
         "artifact": artifact.name, "artifact_sha256": sha256_file(checked_file), "format": fmt.value,
         "precision": precision.value, "head": head, "images": images.to_dict(), **report.to_dict(),
         "accuracy": accuracy, "calibration": calibration,
         "package_version": __version__, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
-    path = report_path(artifact)
-    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8"))
-    return path
+    text = json.dumps(data, indent=2) + "\n"
+    if to is not None:
+        to.write_text(text, encoding="utf-8")
+        return to
+    return atomic_write(report_path(artifact), lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
-def failure(artifact: Path, report: EquivalenceReport, accuracy: Optional[dict[str, Any]] = None) -> EquivalenceError:
+def failure(artifact: Path, report: EquivalenceReport, accuracy: Optional[dict[str, Any]] = None, *, kept_previous: bool = False) -> EquivalenceError:
     """One line that says which bound failed (and both accuracies, when labeled), pointing at the report."""
     problems = []
     for c in report.comparisons:
@@ -132,40 +138,46 @@ def failure(artifact: Path, report: EquivalenceReport, accuracy: Optional[dict[s
             problems.append(f"{c.candidate} vs {c.reference}: top-1 agreement {100 * c.top1_agree:.2f}% < {100 * report.tolerance.top1:g}%")
     scores = [f"{name} {100 * a['accuracy']:.2f}%" for name, a in (accuracy or {}).items()]
     scored = f"; accuracy {', '.join(scores)}" if scores else ""
+    where = artifact.with_name(artifact.name + ".rejected.verify.json") if kept_previous else report_path(artifact)
+    kept = "; the existing artifact and its report are unchanged" if kept_previous else ""
     return EquivalenceError(
-        f"{artifact}: equivalence check failed on {report.num_images} images ({'; '.join(problems) or 'outputs differ'}){scored}; see {report_path(artifact)}"
+        f"{artifact}: equivalence check failed on {report.num_images} images ({'; '.join(problems) or 'outputs differ'}){scored}; see {where}{kept}"
     )
-
-
-def _temp_name(final: Path) -> Path:
-    """A unique hidden name beside ``final`` (same filesystem, so the rename is atomic).
-
-    Not created here: the writer creates it with the usual permissions (mkstemp's are 0600).
-    """
-    final.parent.mkdir(parents=True, exist_ok=True)
-    return final.with_name(f".{final.name}.{secrets.token_hex(6)}.tmp")
 
 
 def _check_and_place(job: ExportJob, tmp: Path, fmt: ExportFormat, reference, candidate, batches, after_place: Optional[Callable[[], None]] = None) -> Produced:
-    """Check ``tmp``, write the report beside the final name, and rename ``tmp`` into place only on a pass."""
+    """Check ``tmp``; place it and its report together on a pass, only the report on a failure.
+
+    The report is written first under a temp name; on a pass the artifact and then the report
+    are renamed into place back to back (the report names the artifact's sha256). A failure
+    never leaves its report beside an older artifact of the same name: the report goes to
+    ``<artifact>.rejected.verify.json`` then, and the older pair stays as it was.
+    """
     report = compare(reference, [candidate], batches, tolerance=tolerance_for(job.precision))
     accuracy = accuracy_of(report, job.images, job.card.class_names)
-    path = write_report(
+    final = report_path(job.out)
+    staged = write_report(
         job.out, report, checked_file=tmp, fmt=fmt, precision=job.precision, head=job.head.value,
-        images=job.images, accuracy=accuracy, calibration=job.calibration_info(),
+        images=job.images, accuracy=accuracy, calibration=job.calibration_info(), to=temp_path(final),
     )
-    if not report:
-        raise failure(job.out, report, accuracy)
-    os.replace(tmp, job.out)
+    try:
+        if not report:
+            kept = job.out.exists()
+            os.replace(staged, final.with_name(job.out.name + ".rejected.verify.json") if kept else final)
+            raise failure(job.out, report, accuracy, kept_previous=kept)
+        os.replace(tmp, job.out)
+        os.replace(staged, final)
+    finally:
+        staged.unlink(missing_ok=True)
     if after_place is not None:
         after_place()
-    return Produced(job.out, report, path, (), accuracy=accuracy, images_source=job.images.source)
+    return Produced(job.out, report, final, (), accuracy=accuracy, images_source=job.images.source)
 
 
 # -- ONNX ------------------------------------------------------------------------------------
 def produce_onnx(job: ExportJob) -> Produced:
     """Convert the source's fp32 graph to the job's precision, then check it against the source's reference."""
-    tmp = _temp_name(job.out)
+    tmp = temp_path(job.out)
     try:
         graph = job.source.fp32_graph(job.head, job.card.input_size, job.opset)
         calibration = job.calibration()
@@ -214,7 +226,7 @@ def produce_trt(job: ExportJob) -> Produced:
     onnx_path = job.out.with_suffix(".onnx")
     onnx_done = produce_onnx(replace(job, out=onnx_path))
     cache = job.timing_cache or T.default_timing_cache(version, device)
-    tmp = _temp_name(job.out)
+    tmp = temp_path(job.out)
     try:
         job.stage(f"building the TensorRT engine (profile {profile.min}/{profile.opt}/{profile.max})")
         T.build_engine(onnx_path, tmp, profile=profile, workspace_mib=job.workspace_mib, timing_cache=cache, precision=job.precision)

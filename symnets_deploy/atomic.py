@@ -1,11 +1,58 @@
-"""Atomic file writes: readers never see half a file, and a failure leaves no output behind."""
+"""Atomic file writes: readers never see half a file, a failure leaves no output behind, and a
+write killed halfway (SIGKILL, power loss) leaves a temp file that the next write removes.
+
+Temp files are hidden siblings named ``.<name>.<pid>.<random>.tmp``: the pid tells a later
+writer whether the process that made one is gone, so only abandoned temps are deleted.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import os
-import tempfile
+import secrets
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
+
+from symnets_deploy.errors import UsageError
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+def remove_stale_temps(path: str | Path) -> list[Path]:
+    """Delete the temp files of ``path`` left by processes that no longer run.
+
+    Returns:
+        The files removed.
+    """
+    path = Path(path)
+    removed = []
+    prefix = f".{path.name}."
+    for candidate in path.parent.glob(f".{path.name.replace('[', '[[]')}.*.tmp") if path.parent.is_dir() else ():
+        pid = candidate.name[len(prefix):].split(".", 1)[0]
+        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+            candidate.unlink(missing_ok=True)
+            removed.append(candidate)
+    return removed
+
+
+def temp_path(path: str | Path) -> Path:
+    """A unique hidden name beside ``path`` (same filesystem, so renaming it onto ``path`` is atomic).
+
+    Not created here, so the writer creates it with the usual permissions. Abandoned temps of
+    ``path`` are removed first.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(path)
+    return path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(6)}.tmp")
 
 
 def atomic_write(path: str | Path, write: Callable[[Path], object]) -> Path:
@@ -22,17 +69,45 @@ def atomic_write(path: str | Path, write: Callable[[Path], object]) -> Path:
         Whatever ``write`` raises; the temp file is removed first.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    tmp = temp_path(path)
     try:
-        write(Path(tmp))
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; outputs get the usual permissions
+        write(tmp)
+        if tmp.exists():
+            os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
     return path
+
+
+@contextlib.contextmanager
+def exclusive(path: str | Path, what: str = "writing") -> Iterator[None]:
+    """Hold ``<path>.lock`` while writing ``path``; a second live writer is refused.
+
+    Raises:
+        UsageError: another running process holds the lock (its pid is named). A lock left by a
+            process that no longer runs is taken over.
+    """
+    lock = Path(path).with_name(Path(path).name + ".lock")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    for _ in range(2):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            break
+        except FileExistsError:
+            owner = lock.read_text(encoding="utf-8", errors="replace").strip()
+            if owner.isdigit() and _alive(int(owner)):
+                raise UsageError(f"{path}: another process (pid {owner}) is {what} it; wait for it or choose another output") from None
+            lock.unlink(missing_ok=True)  # left by a process that is gone
+    else:
+        raise UsageError(f"{path}: could not take {lock}")
+    try:
+        os.write(fd, str(os.getpid()).encode())
+        os.close(fd)
+        yield
+    finally:
+        lock.unlink(missing_ok=True)
 
 
 def _umask() -> int:

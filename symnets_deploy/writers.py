@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Optional, TextIO
 
-from symnets_deploy.atomic import atomic_write
+from symnets_deploy.atomic import atomic_write, exclusive
 from symnets_deploy.enums import OutputFormat, parse_choice
 from symnets_deploy.errors import UsageError
 from symnets_deploy.predictor import FIELDS, Prediction
@@ -132,7 +132,8 @@ def write_predictions(
         with tmp.open("w", encoding="utf-8", errors="surrogateescape", newline="") as stream:
             stats.append(_write(predictions, stream, fmt))
 
-    atomic_write(path, write)
+    with exclusive(path, "writing predictions to"):  # a second predict to the same file is refused, not raced
+        atomic_write(path, write)
     return stats[0]
 
 

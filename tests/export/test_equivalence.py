@@ -156,3 +156,25 @@ def test_target_domain_is_found_by_name_on_the_data_path(tiny_run, shapes_root, 
     images = collect_images(moved)
     assert images.source == str(shapes_root / card.target) and images.labels is not None
     assert len(images.paths) == len(collect_images(card).paths)
+
+
+def test_a_failed_export_over_an_existing_artifact_keeps_the_old_pair(tiny_run, tmp_path):
+    """Issue 9, case 9: a report must never describe another file than the artifact beside it."""
+    from symnets_deploy.sidecar import sha256_file
+
+    def overflow(ckpt):
+        name = [k for k, v in ckpt["model"].items() if k.startswith("backbone") and k.endswith(".weight") and v.ndim == 1][-1]
+        ckpt["model"][name] = ckpt["model"][name] * 1e6
+
+    out = tmp_path / "out" / "model.fp16.onnx"
+    good = run_export(ExportConfig(checkpoint=str(tiny_run / "last.pt"), precision="fp16", output=str(out)))
+    report = json.loads(good.report_path.read_text())
+    assert report["artifact_sha256"] == sha256_file(out)  # placed as a pair
+    before = (out.read_bytes(), good.report_path.read_text())
+    bad = _rewrite(tiny_run / "last.pt", tmp_path / "bad" / "last.pt", overflow)
+    with pytest.raises(EquivalenceError, match="rejected.verify.json; the existing artifact and its report are unchanged"):
+        run_export(ExportConfig(checkpoint=str(bad), precision="fp16", output=str(out)))
+    assert (out.read_bytes(), good.report_path.read_text()) == before
+    rejected = json.loads((out.parent / "model.fp16.onnx.rejected.verify.json").read_text())
+    assert rejected["passed"] is False and rejected["artifact_sha256"] != report["artifact_sha256"]
+    assert sorted(p.name for p in out.parent.iterdir()) == ["model.fp16.onnx", "model.fp16.onnx.rejected.verify.json", "model.fp16.onnx.verify.json"]
