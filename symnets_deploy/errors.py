@@ -48,6 +48,14 @@ class EquivalenceError(SymnetsError):
     exit_code = 6
 
 
+class Interrupted(SymnetsError):
+    """Training stopped by SIGINT or SIGTERM after writing a checkpoint; exit 128 + signal (130, 143)."""
+
+    def __init__(self, message: str, signum: int) -> None:
+        super().__init__(message)
+        self.exit_code = 128 + signum
+
+
 class ImageError(SymnetsError):
     """One image could not be read or decoded; batch jobs turn it into an error row."""
 

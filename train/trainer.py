@@ -8,6 +8,7 @@ baseline, evaluates Cs and Ct on the whole target domain, and leaves ``last.pt``
 from __future__ import annotations
 
 import json
+import signal
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -18,7 +19,7 @@ import torch.nn.functional as F
 
 from symnets_deploy.card import ModelCard
 from symnets_deploy.enums import Device
-from symnets_deploy.errors import UsageError
+from symnets_deploy.errors import Interrupted, UsageError
 from symnets_deploy.preprocess import PreprocessConfig
 from symnets_deploy.train import data as D
 from symnets_deploy.train.backbones import get_backbone
@@ -26,6 +27,7 @@ from symnets_deploy.atomic import atomic_write
 from symnets_deploy.train.cache import default_cache_dir, load_or_decode
 from symnets_deploy.train.checkpoint import build_model, load_checkpoint, save_checkpoint
 from symnets_deploy.train.config import TrainConfig
+from symnets_deploy.train.interrupt import StopRequest
 from symnets_deploy.train.losses import classifier_loss, feature_loss
 from symnets_deploy.train.model import SymNet, deployed_logits
 from symnets_deploy.train.placement import DataPath, select_data_path
@@ -228,37 +230,43 @@ def train(config: TrainConfig, reporter: Optional[Reporter] = None, *, resume: b
     t0, window_t, window_start = time.perf_counter(), time.perf_counter(), start
     sums: dict[str, torch.Tensor] = {}
     eval_metrics: dict[str, float] = {}
-    for it in range(start, end):
-        p = progress(it, config.iterations)
-        lam = confusion_weight(p, config.lambda_gamma)
-        for group in optimizer.param_groups:
-            group["lr"] = annealed_lr(group["lr0"], p, config.lr_alpha, config.lr_beta)
-        x_s, y_s = batch(0, it, src_data)
-        x_t = batch(1, it, tgt_data)[0] if tgt_data is not None else None
-        optimizer.zero_grad(set_to_none=True)
-        with placement.autocast():
-            terms = training_step(model, x_s, y_s, x_t, lam, config)
-        optimizer.step()
-        for k, v in terms.items():
-            sums[k] = sums.get(k, 0) + v
-        done = it + 1
-        if done % max(1, config.log_every) == 0 or done == end:
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            now = time.perf_counter()
-            n = done - window_start
-            record = {"iteration": done, "lambda": lam, "lr_head": optimizer.param_groups[0]["lr"], "lr_backbone": optimizer.param_groups[1]["lr"]}
-            record.update({k: float(v) / n for k, v in sums.items()})
-            record["images_per_s"] = n * images_per_iter / max(now - window_t, 1e-9)
-            log.write(record)
-            reporter.advance(done, record)
-            sums, window_t, window_start = {}, now, done
-        if config.eval_every and done % config.eval_every == 0 and done != config.iterations:
-            eval_metrics = evaluate(model, eval_images, eval_labels, config.eval_batch_size, placement)
-            log.write({"iteration": done, **eval_metrics})
-            reporter.advance(done, eval_metrics)
-        if config.checkpoint_every and done % config.checkpoint_every == 0 and done != end:
-            checkpoint(done, {})
+    with StopRequest() as stop:
+        for it in range(start, end):
+            p = progress(it, config.iterations)
+            lam = confusion_weight(p, config.lambda_gamma)
+            for group in optimizer.param_groups:
+                group["lr"] = annealed_lr(group["lr0"], p, config.lr_alpha, config.lr_beta)
+            x_s, y_s = batch(0, it, src_data)
+            x_t = batch(1, it, tgt_data)[0] if tgt_data is not None else None
+            optimizer.zero_grad(set_to_none=True)
+            with placement.autocast():
+                terms = training_step(model, x_s, y_s, x_t, lam, config)
+            optimizer.step()
+            for k, v in terms.items():
+                sums[k] = sums.get(k, 0) + v
+            done = it + 1
+            if done % max(1, config.log_every) == 0 or done == end:
+                if device.type == "cuda":
+                    torch.cuda.synchronize()
+                now = time.perf_counter()
+                n = done - window_start
+                record = {"iteration": done, "lambda": lam, "lr_head": optimizer.param_groups[0]["lr"], "lr_backbone": optimizer.param_groups[1]["lr"]}
+                record.update({k: float(v) / n for k, v in sums.items()})
+                record["images_per_s"] = n * images_per_iter / max(now - window_t, 1e-9)
+                log.write(record)
+                reporter.advance(done, record)
+                sums, window_t, window_start = {}, now, done
+            if config.eval_every and done % config.eval_every == 0 and done != config.iterations:
+                eval_metrics = evaluate(model, eval_images, eval_labels, config.eval_batch_size, placement)
+                log.write({"iteration": done, **eval_metrics})
+                reporter.advance(done, eval_metrics)
+            if config.checkpoint_every and done % config.checkpoint_every == 0 and done != end:
+                checkpoint(done, {})
+            if stop.signum is not None and done != end:
+                checkpoint(done, {})
+                reporter.stop()
+                name = signal.Signals(stop.signum).name
+                raise Interrupted(f"{name} at iteration {done} of {config.iterations}: checkpoint saved; continue with: symnets train --resume {out}", stop.signum)
     if device.type == "cuda":
         torch.cuda.synchronize()
     seconds = time.perf_counter() - t0
