@@ -37,6 +37,7 @@ def train(
     device: Device = typer.Option(Device.auto, help="auto picks CUDA when present (bf16 autocast there, fp32 on CPU)."),
     seed: int = typer.Option(0, help="Random seed (sampling, crops, init)."),
     out: Path = typer.Option(Path("runs/latest"), help="Run folder: last.pt, config.json, metrics.jsonl, summary.json."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace the run already in --out (otherwise a new run refuses a folder that holds one)."),
     resume: Optional[Path] = typer.Option(None, help="Continue the run in this folder at its last checkpoint with its saved config; only a larger --iterations may be added."),
     eval_every: int = typer.Option(0, help="Evaluate Cs/Ct on the whole target domain every N iterations (0: only at the end)."),
     checkpoint_every: int = typer.Option(0, help="Write last.pt every N iterations (0: only at the end)."),
@@ -69,7 +70,9 @@ def train(
         if missing:
             raise UsageError(f"missing {', '.join(missing)} (or --resume RUN to continue a run)")
         config = TrainConfig(**values)
-    result = run_training(config, TrainProgress(), resume=resume is not None)
+    if overwrite and resume is not None:
+        raise UsageError("--overwrite starts a new run; --resume continues one: give only one")
+    result = run_training(config, TrainProgress(), resume=resume is not None, overwrite=overwrite)
     typer.echo(
         f"{result.source} -> {result.target} ({result.method}, {result.backbone}): target acc Ct {100 * result.target_acc_ct:.2f}%, "
         f"Cs {100 * result.target_acc_cs:.2f}% | {result.iterations} it in {result.seconds:.1f}s, {result.images_per_s:.1f} img/s | {result.out}"

@@ -28,6 +28,7 @@ from symnets_deploy.train.cache import default_cache_dir, load_or_decode
 from symnets_deploy.train.checkpoint import build_model, load_checkpoint, save_checkpoint
 from symnets_deploy.train.config import TrainConfig
 from symnets_deploy.train.interrupt import StopRequest
+from symnets_deploy.train.run_folder import check_resume, claim_new_run
 from symnets_deploy.train.losses import classifier_loss, feature_loss
 from symnets_deploy.train.model import SymNet, deployed_logits
 from symnets_deploy.train.placement import DataPath, select_data_path
@@ -163,13 +164,15 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
     atomic_write(path, lambda tmp: tmp.write_text(json.dumps(data, indent=2) + "\n"))
 
 
-def train(config: TrainConfig, reporter: Optional[Reporter] = None, *, resume: bool = False, stop_at: Optional[int] = None) -> TrainResult:
+def train(config: TrainConfig, reporter: Optional[Reporter] = None, *, resume: bool = False, overwrite: bool = False, stop_at: Optional[int] = None) -> TrainResult:
     """Run (or continue) a training described by ``config``.
 
     Args:
         config: the resolved config; ``config.out`` is the run folder.
         reporter: progress sink (None: silent).
-        resume: continue from ``config.out/last.pt`` at its exact iteration, schedules and RNG.
+        resume: continue from ``config.out/last.pt`` at its exact iteration, schedules and RNG
+            (refused when it belongs to another run, configuration or set of classes).
+        overwrite: a new run may replace the run already in ``config.out`` (else refused).
         stop_at: stop (with a checkpoint) after this many iterations, as an interruption would.
 
     Returns:
@@ -195,11 +198,14 @@ def train(config: TrainConfig, reporter: Optional[Reporter] = None, *, resume: b
     start = 0
     if resume:
         ckpt = load_checkpoint(out / "last.pt")
+        run_id = check_resume(out, ckpt, config.to_dict(), source.class_names)  # before weights that may not fit
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         start = int(ckpt["iteration"])
         _restore_rng(ckpt["rng"])
-    _write_json(out / "config.json", config.to_dict())
+    else:
+        run_id = claim_new_run(out, overwrite=overwrite)
+    _write_json(out / "config.json", {**config.to_dict(), "run_id": run_id})
     log = _MetricsLog(out / "metrics.jsonl", start)
 
     reporter.stage(f"decoding {len(source.samples)} source and {len(target.samples)} target images ({placement.name} data path)")
@@ -220,7 +226,7 @@ def train(config: TrainConfig, reporter: Optional[Reporter] = None, *, resume: b
     def checkpoint(iteration: int, metrics: dict[str, Any]) -> None:
         save_checkpoint(out / "last.pt", {
             "model": model.state_dict(), "optimizer": optimizer.state_dict(), "iteration": iteration,
-            "rng": _rng_state(), "card": make_card(config, source.class_names, metrics).to_dict(), "config": config.to_dict(),
+            "rng": _rng_state(), "card": make_card(config, source.class_names, metrics).to_dict(), "config": config.to_dict(), "run_id": run_id,
         })
 
     images_per_iter = config.batch_size * (2 if config.method == "symnets" else 1)

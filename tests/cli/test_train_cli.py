@@ -160,3 +160,41 @@ def test_schedule_options_reach_the_run(shapes_root, tmp_path):
 def test_invalid_momentum_is_a_usage_error(shapes_root, tmp_path):
     result = runner.invoke(app, _tiny_args(shapes_root, tmp_path / "run", "--momentum", "1.5"), env=ENV)
     assert "momentum" in error_line(result, 2)
+
+
+def test_a_new_run_refuses_a_folder_that_holds_another_run(shapes_root, tmp_path):
+    """Issue 9, case 1: run B used to start in run A's folder, and --resume then mixed them."""
+    out = tmp_path / "run"
+    assert runner.invoke(app, _tiny_args(shapes_root, out, "--checkpoint-every", "1"), env=ENV).exit_code == 0
+    run_a = json.loads((out / "config.json").read_text())["run_id"]
+    line = error_line(runner.invoke(app, _tiny_args(shapes_root, out, "--lr", "0.05"), env=ENV), 2)
+    assert f"{out}: holds another run" in line and "--resume" in line and "--overwrite" in line and "--out" in line
+    assert json.loads((out / "config.json").read_text())["run_id"] == run_a  # nothing was touched
+    result = runner.invoke(app, _tiny_args(shapes_root, out, "--lr", "0.05", "--overwrite"), env=ENV)
+    assert result.exit_code == 0, result.output
+    assert json.loads((out / "config.json").read_text())["run_id"] != run_a
+
+
+def test_resume_refuses_a_checkpoint_of_another_run(shapes_root, tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert runner.invoke(app, _tiny_args(shapes_root, a, "--checkpoint-every", "1"), env=ENV).exit_code == 0
+    assert runner.invoke(app, _tiny_args(shapes_root, b, "--lr", "0.05", "--checkpoint-every", "1"), env=ENV).exit_code == 0
+    shutil.copy(a / "last.pt", b / "last.pt")
+    line = error_line(runner.invoke(app, ["train", "--resume", str(b)], env=ENV), 2)
+    assert "last.pt was written by run" in line
+
+
+def test_resume_refuses_changed_class_folders(shapes_root, tmp_path):
+    """Issue 9, case 2: renamed classes were silently relabelled; a removed one gave a traceback."""
+    data = tmp_path / "data"
+    shutil.copytree(shapes_root, data)
+    out = tmp_path / "run"
+    assert runner.invoke(app, _tiny_args(data, out, "--checkpoint-every", "1"), env=ENV).exit_code == 0
+    for domain in ("photos", "sketches"):
+        (data / domain / "circle").rename(data / domain / "ring")
+    line = error_line(runner.invoke(app, ["train", "--resume", str(out)], env=ENV), 2)
+    assert "class folders differ from the checkpoint's (missing: circle; new: ring)" in line
+    for domain in ("photos", "sketches"):
+        shutil.rmtree(data / domain / "ring")
+    line = error_line(runner.invoke(app, ["train", "--resume", str(out)], env=ENV), 2)
+    assert "missing: circle" in line

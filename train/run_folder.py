@@ -1,0 +1,66 @@
+"""A run folder's identity: a new run never writes into another run's folder, and ``--resume``
+only continues a checkpoint written by the same run, on the same classes (DESIGN.md section 2).
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from pathlib import Path
+from typing import Any, Sequence
+
+from symnets_deploy.errors import UsageError
+
+#: Files a training run writes into its folder.
+RUN_FILES = ("config.json", "last.pt", "metrics.jsonl", "summary.json")
+#: Config fields that may differ between a checkpoint and the run continuing it.
+_MAY_CHANGE = {"out", "iterations"}
+
+
+def claim_new_run(out: Path, *, overwrite: bool = False) -> str:
+    """A fresh run id for ``out``, after making sure the folder holds no other run.
+
+    Raises:
+        UsageError: ``out`` holds a run (config.json or last.pt) and ``overwrite`` is off; the
+            message names the three ways out.
+    """
+    held = [name for name in ("config.json", "last.pt") if (out / name).exists()]
+    if held and not overwrite:
+        raise UsageError(
+            f"{out}: holds another run ({', '.join(held)}); continue it with --resume {out}, "
+            "replace it with --overwrite, or choose another --out"
+        )
+    if overwrite:
+        for name in RUN_FILES:
+            (out / name).unlink(missing_ok=True)
+    return uuid.uuid4().hex[:12]
+
+
+def check_resume(out: Path, ckpt: dict[str, Any], config: dict[str, Any], class_names: Sequence[str]) -> str:
+    """The run id to continue, after checking that ``last.pt`` belongs to this run and data.
+
+    Args:
+        out: the run folder (its ``config.json`` names the run).
+        ckpt: the loaded ``last.pt``.
+        config: the config the run continues with (``TrainConfig.to_dict()``).
+        class_names: the class folders found in the data now.
+
+    Raises:
+        UsageError: the checkpoint was written by another run or config, or the class folders
+            changed since (each difference named).
+    """
+    saved_id = json.loads((out / "config.json").read_text(encoding="utf-8")).get("run_id")
+    if saved_id and ckpt.get("run_id") and saved_id != ckpt["run_id"]:
+        raise UsageError(f"{out}: last.pt was written by run {ckpt['run_id']} but config.json is run {saved_id}'s; start a new run with another --out")
+    differences = [
+        f"{name} {ckpt['config'].get(name)!r} in last.pt, {value!r} now"
+        for name, value in config.items() if name not in _MAY_CHANGE and ckpt["config"].get(name) != value
+    ]
+    if differences:
+        raise UsageError(f"{out}: last.pt belongs to another configuration ({'; '.join(differences)}); start a new run with another --out")
+    saved = list(ckpt["card"]["class_names"])
+    if list(class_names) != saved:
+        missing, new = sorted(set(saved) - set(class_names)), sorted(set(class_names) - set(saved))
+        detail = "; ".join(part for part in (f"missing: {', '.join(missing)}" if missing else "", f"new: {', '.join(new)}" if new else "") if part) or "order changed"
+        raise UsageError(f"{config['data_root']}: the class folders differ from the checkpoint's ({detail}); resume needs the data it was trained on")
+    return saved_id or ckpt.get("run_id") or uuid.uuid4().hex[:12]
