@@ -52,8 +52,9 @@ def train(
     from symnets_deploy.train.config import TrainConfig, resumed_config
     from symnets_deploy.train.trainer import train as run_training
 
+    # data_root is stored absolute: export reads it back for its check images, maybe from another folder.
     values = dict(
-        source=source, target=target, data_root=str(data_root) if data_root else None, dataset=dataset, backbone=backbone,
+        source=source, target=target, data_root=str(data_root.resolve()) if data_root else None, dataset=dataset, backbone=backbone,
         weights=str(weights) if weights else "imagenet", method=method, ablation=ablation, head=head.value,
         iterations=iterations, batch_size=batch_size, lr=lr, backbone_lr_mult=backbone_lr_mult, momentum=momentum,
         weight_decay=weight_decay, lr_alpha=lr_alpha, lr_beta=lr_beta, lambda_gamma=lambda_gamma, image_size=image_size,

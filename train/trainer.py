@@ -118,7 +118,11 @@ def training_step(model: SymNet, x_s: torch.Tensor, y_s: torch.Tensor, x_t: Opti
 
 @torch.no_grad()
 def evaluate(model: SymNet, images: torch.Tensor, labels: torch.Tensor, batch_size: int, placement: DataPath) -> dict[str, float]:
-    """Accuracy of Cs, Ct and the paired head on a whole (center-cropped) domain, in 0..1."""
+    """Accuracy of Cs, Ct and the paired head on a whole (center-cropped) domain, in 0..1.
+
+    Always fp32, without autocast: the card's accuracy must be what the fp32 artifact and
+    ``predict`` give, not a bf16 approximation of it.
+    """
     was_training = model.training
     model.eval()
     correct = {"cs": 0, "ct": 0, "paired": 0}
@@ -127,7 +131,7 @@ def evaluate(model: SymNet, images: torch.Tensor, labels: torch.Tensor, batch_si
         x = images[start : start + batch_size].to(placement.device, non_blocking=True).float()
         x = x.contiguous(memory_format=placement.memory_format())
         y = labels[start : start + batch_size].to(placement.device)
-        with placement.autocast():
+        with torch.autocast(placement.device.type, enabled=False):
             logits = model(x).float()
         for head in correct:
             correct[head] += int((deployed_logits(logits, head, k).argmax(1) == y).sum())

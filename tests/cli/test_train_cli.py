@@ -198,3 +198,11 @@ def test_resume_refuses_changed_class_folders(shapes_root, tmp_path):
         shutil.rmtree(data / domain / "ring")
     line = error_line(runner.invoke(app, ["train", "--resume", str(out)], env=ENV), 2)
     assert "missing: circle" in line
+
+
+def test_a_relative_data_root_is_stored_absolute(shapes_root, tmp_path, monkeypatch):
+    """Export's default check images come from config.json's data_root, possibly run from another folder."""
+    monkeypatch.chdir(shapes_root.parent)
+    out = tmp_path / "run"
+    assert runner.invoke(app, _tiny_args(Path(shapes_root.name), out), env=ENV).exit_code == 0
+    assert json.loads((out / "config.json").read_text())["data_root"] == str(shapes_root.resolve())
