@@ -36,7 +36,7 @@ def train(
     image_size: Optional[int] = typer.Option(None, help="Crop side S (default: the backbone's, 224); resize is round(S*256/224)."),
     device: Device = typer.Option(Device.auto, help="auto picks CUDA when present (bf16 autocast there, fp32 on CPU)."),
     seed: int = typer.Option(0, help="Random seed (sampling, crops, init)."),
-    out: Path = typer.Option(Path("runs/latest"), help="Run folder: last.pt, config.json, metrics.jsonl, summary.json."),
+    out: Optional[Path] = typer.Option(None, help="Run folder: last.pt, config.json, metrics.jsonl, summary.json (default: a new runs/<date-time>, linked as runs/latest)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace the run already in --out (otherwise a new run refuses a folder that holds one)."),
     resume: Optional[Path] = typer.Option(None, help="Continue the run in this folder at its last checkpoint with its saved config; only a larger --iterations may be added."),
     eval_every: int = typer.Option(0, help="Evaluate Cs/Ct on the whole target domain every N iterations (0: only at the end)."),
@@ -50,6 +50,7 @@ def train(
     from symnets_deploy.cli.progress import TrainProgress, console
     from symnets_deploy.errors import UsageError
     from symnets_deploy.train.config import TrainConfig, resumed_config
+    from symnets_deploy.train.run_folder import new_run_folder, point_latest
     from symnets_deploy.train.trainer import train as run_training
 
     # data_root is stored absolute: export reads it back for its check images, maybe from another folder.
@@ -58,7 +59,7 @@ def train(
         weights=str(weights) if weights else "imagenet", method=method, ablation=ablation, head=head.value,
         iterations=iterations, batch_size=batch_size, lr=lr, backbone_lr_mult=backbone_lr_mult, momentum=momentum,
         weight_decay=weight_decay, lr_alpha=lr_alpha, lr_beta=lr_beta, lambda_gamma=lambda_gamma, image_size=image_size,
-        device=device.value, seed=seed, out=str(out), eval_every=eval_every, checkpoint_every=checkpoint_every,
+        device=device.value, seed=seed, out=str(out or new_run_folder()), eval_every=eval_every, checkpoint_every=checkpoint_every,
         log_every=log_every, threads=threads, cache=cache, cache_dir=str(cache_dir) if cache_dir else None,
     )
     if resume is not None:
@@ -71,6 +72,9 @@ def train(
         if missing:
             raise UsageError(f"missing {', '.join(missing)} (or --resume RUN to continue a run)")
         config = TrainConfig(**values)
+        if out is None:
+            Path(config.out).mkdir(parents=True)
+            point_latest(Path(config.out))  # so that `--resume runs/latest` finds an interrupted run
     if overwrite and resume is not None:
         raise UsageError("--overwrite starts a new run; --resume continues one: give only one")
     result = run_training(config, TrainProgress(), resume=resume is not None, overwrite=overwrite)

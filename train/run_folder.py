@@ -5,7 +5,9 @@ only continues a checkpoint written by the same run, on the same classes (DESIGN
 from __future__ import annotations
 
 import json
+import os
 import uuid
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -70,3 +72,32 @@ def check_resume(out: Path, ckpt: dict[str, Any], config: dict[str, Any], class_
         detail = "; ".join(part for part in (f"missing: {', '.join(missing)}" if missing else "", f"new: {', '.join(new)}" if new else "") if part) or "order changed"
         raise UsageError(f"{config['data_root']}: the class folders differ from the checkpoint's ({detail}); resume needs the data it was trained on")
     return saved_id or ckpt.get("run_id") or uuid.uuid4().hex[:12]
+
+
+def new_run_folder(root: Path = Path("runs")) -> Path:
+    """``runs/<YYYYmmdd-HHMMSS>`` (``-2``, ``-3``... when taken): the default ``--out`` of a new run."""
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    candidate, n = root / stamp, 1
+    while candidate.exists():
+        n += 1
+        candidate = root / f"{stamp}-{n}"
+    return candidate
+
+
+def point_latest(run: Path) -> Path | None:
+    """Make ``<runs>/latest`` a symlink to ``run`` (atomically); a real folder named latest is left alone.
+
+    Returns:
+        The link, or None where it could not be made (no symlinks, or a real ``latest`` folder).
+    """
+    link = run.parent / "latest"
+    if link.exists() and not link.is_symlink():
+        return None
+    tmp = run.parent / f".latest.{uuid.uuid4().hex[:8]}"
+    try:
+        os.symlink(run.name, tmp, target_is_directory=True)
+        os.replace(tmp, link)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+        return None
+    return link

@@ -206,3 +206,17 @@ def test_a_relative_data_root_is_stored_absolute(shapes_root, tmp_path, monkeypa
     out = tmp_path / "run"
     assert runner.invoke(app, _tiny_args(Path(shapes_root.name), out), env=ENV).exit_code == 0
     assert json.loads((out / "config.json").read_text())["data_root"] == str(shapes_root.resolve())
+
+
+def test_the_default_out_is_a_new_folder_linked_as_latest(shapes_root, tmp_path, monkeypatch):
+    """The default --out used to be runs/latest itself, so every run overwrote the previous one."""
+    monkeypatch.chdir(tmp_path)
+    args = [a for a in _tiny_args(shapes_root, tmp_path) if a not in ("--out", str(tmp_path))]
+    for _ in range(2):
+        assert runner.invoke(app, [*args, "--checkpoint-every", "1"], env=ENV).exit_code == 0
+    runs = sorted(p for p in (tmp_path / "runs").iterdir() if not p.is_symlink())
+    assert len(runs) == 2 and all((r / "last.pt").is_file() for r in runs)
+    latest = tmp_path / "runs" / "latest"
+    assert latest.is_symlink() and latest.resolve() == runs[-1].resolve()
+    result = runner.invoke(app, ["train", "--resume", "runs/latest"], env=ENV)
+    assert result.exit_code == 0, result.output
