@@ -8,6 +8,7 @@ writer whether the process that made one is gone, so only abandoned temps are de
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
 import secrets
 from pathlib import Path
@@ -35,7 +36,7 @@ def remove_stale_temps(path: str | Path) -> list[Path]:
     path = Path(path)
     removed = []
     prefix = f".{path.name}."
-    for candidate in path.parent.glob(f".{path.name.replace('[', '[[]')}.*.tmp") if path.parent.is_dir() else ():
+    for candidate in path.parent.glob(f".{glob.escape(path.name)}.*.tmp") if path.parent.is_dir() else ():
         pid = candidate.name[len(prefix):].split(".", 1)[0]
         if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
             candidate.unlink(missing_ok=True)
@@ -86,13 +87,13 @@ def exclusive(path: str | Path, what: str = "writing") -> Iterator[None]:
     """Hold ``<path>.lock`` while writing ``path``; a second live writer is refused.
 
     Raises:
-        UsageError: another running process holds the lock (its pid is named). A lock left by a
-            process that no longer runs is taken over.
+        UsageError: another running process holds the lock (its pid is named), or the folder
+            cannot be written. A lock left by a process that no longer runs is taken over.
     """
     lock = Path(path).with_name(Path(path).name + ".lock")
-    lock.parent.mkdir(parents=True, exist_ok=True)
     for _ in range(2):
         try:
+            lock.parent.mkdir(parents=True, exist_ok=True)
             fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
             break
         except FileExistsError:
@@ -100,6 +101,8 @@ def exclusive(path: str | Path, what: str = "writing") -> Iterator[None]:
             if owner.isdigit() and _alive(int(owner)):
                 raise UsageError(f"{path}: another process (pid {owner}) is {what} it; wait for it or choose another output") from None
             lock.unlink(missing_ok=True)  # left by a process that is gone
+        except OSError as exc:  # read-only or missing folder, no permission
+            raise UsageError(f"{path}: cannot write there ({exc.strerror or exc})") from None
     else:
         raise UsageError(f"{path}: could not take {lock}")
     try:

@@ -64,3 +64,9 @@ def test_predict_to_an_output_another_predict_is_writing_exits_2(tmp_path: Path,
     (tmp_path / "preds.csv.lock").write_text(str(os.getppid()))
     result = CliRunner().invoke(app, ["predict", str(shapes_root), "--engine", str(tiny_onnx), "--output", str(out)])
     assert "another process" in error_line(result, 2) and not out.exists()
+
+
+def test_an_output_folder_that_cannot_be_written_is_a_usage_error() -> None:
+    with pytest.raises(UsageError, match="/proc/preds.csv: cannot write there"):
+        with exclusive(Path("/proc/preds.csv")):
+            pass
