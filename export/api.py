@@ -22,7 +22,7 @@ from symnets_deploy.export.onnx import DEFAULT_OPSET, MIN_OPSET, load_exported_f
 from symnets_deploy.export.sources import CheckpointSource, OnnxSource
 from symnets_deploy.export.tolerances import tolerance_for
 from symnets_deploy.export.trt import DEFAULT_WORKSPACE_MIB, TrtProfile
-from symnets_deploy.train.checkpoint import model_from_checkpoint
+from symnets_deploy.train.checkpoint import model_from_checkpoint, weights_sha256
 
 
 @dataclass(frozen=True)
@@ -185,7 +185,10 @@ def run_verify(artifact: Path, checkpoint: Path, *, images: Optional[Path] = Non
     spec = F.format_for_artifact(artifact)
     opened = spec.open(artifact)
     model, card, _ = model_from_checkpoint(Path(checkpoint))
-    if not _same_model(opened.card, card):
+    if opened.weights is not None:  # recorded at export: the weights decide, not the card's metrics or dates
+        if opened.weights != weights_sha256(model):
+            raise ArtifactError(f"{artifact}: was exported from other weights than {checkpoint}'s (sha256 {opened.weights[:12]}...)")
+    elif not _same_model(opened.card, card):
         raise ArtifactError(f"{artifact}: its model card differs from {checkpoint}'s: it was not exported from this checkpoint")
     calibration = collect_images(card, images, max_images=max_images)
     batches = calibration.batches(opened.batch, opened.min_batch)

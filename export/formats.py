@@ -26,7 +26,7 @@ from symnets_deploy.export import trt as T
 from symnets_deploy.export.calibration import CalibrationImages
 from symnets_deploy.export.compare import EquivalenceReport, compare
 from symnets_deploy.export.int8 import CALIBRATION_METHOD, DEFAULT_CALIBRATION_SIZE, calibration_subset
-from symnets_deploy.export.onnx import onnx_precision, write_variant
+from symnets_deploy.export.onnx import onnx_precision, onnx_weights, write_variant
 from symnets_deploy.export.sources import CheckpointSource, OnnxSource
 from symnets_deploy.export.tolerances import tolerance_for
 from symnets_deploy.backends.trt import check_plan
@@ -183,7 +183,7 @@ def produce_onnx(job: ExportJob) -> Produced:
         calibration = job.calibration()
         how = f" (calibrating {CALIBRATION_METHOD} ranges on {len(calibration)} images)" if calibration is not None else ""
         job.stage(f"writing the {job.precision.value} ONNX{how}")
-        write_variant(graph, job.card.replace(head=job.head.value), tmp, precision=job.precision, calibration=calibration)
+        write_variant(graph, job.card.replace(head=job.head.value), tmp, precision=job.precision, calibration=calibration, weights=job.source.weights())
         reference = job.source.reference(job.head, job.card)
         candidate = OrtBackend(tmp, device="cpu")
         job.stage(f"checking it against {reference.name} on {len(job.images.paths)} images")
@@ -201,12 +201,13 @@ class Opened:
     precision: Precision
     batch: int = CHECK_BATCH
     min_batch: int = 1
+    weights: Optional[str] = None  # sha256 of the checkpoint weights it was exported from, when recorded
 
 
 def open_onnx(path: Path) -> Opened:
     """An exported ONNX under ONNX Runtime (CPU)."""
     backend = OrtBackend(path)
-    return Opened(backend, backend.card(), onnx_precision(path))
+    return Opened(backend, backend.card(), onnx_precision(path), weights=onnx_weights(path))
 
 
 # -- TensorRT --------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ import torch
 from symnets_deploy import __version__
 from symnets_deploy._optional import require
 from symnets_deploy.backends.base import INPUT_NAME, OUTPUT_NAMES
-from symnets_deploy.card import ONNX_CARD_KEY, ONNX_PRECISION_KEY, ModelCard
+from symnets_deploy.card import ONNX_CARD_KEY, ONNX_PRECISION_KEY, ONNX_WEIGHTS_KEY, ModelCard
 from symnets_deploy.enums import Head, Precision
 from symnets_deploy.errors import ArtifactError, UsageError
 from symnets_deploy.export.fp16 import convert_to_fp16
@@ -86,7 +86,9 @@ def export_onnx(
     return write_variant(proto, card.replace(head=head.value), out, precision=precision, calibration=calibration)
 
 
-def write_variant(fp32, card: ModelCard, out: Path, *, precision: Precision | str, calibration: Optional[np.ndarray] = None) -> Path:
+def write_variant(
+    fp32, card: ModelCard, out: Path, *, precision: Precision | str, calibration: Optional[np.ndarray] = None, weights: Optional[str] = None,
+) -> Path:
     """Convert an fp32 ``onnx.ModelProto`` to ``precision`` and save it with the card and precision in its metadata.
 
     Raises:
@@ -104,7 +106,8 @@ def write_variant(fp32, card: ModelCard, out: Path, *, precision: Precision | st
     else:
         proto = fp32
     proto.producer_name, proto.producer_version = "symnets-deploy", __version__
-    onnx.helper.set_model_props(proto, {ONNX_CARD_KEY: card.to_json(), ONNX_PRECISION_KEY: precision.value})
+    props = {ONNX_CARD_KEY: card.to_json(), ONNX_PRECISION_KEY: precision.value, **({ONNX_WEIGHTS_KEY: weights} if weights else {})}
+    onnx.helper.set_model_props(proto, props)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     onnx.save_model(proto, os.fspath(out), save_as_external_data=False)
@@ -141,6 +144,11 @@ def load_exported_fp32(path: Path):
     if any(t.data_location == onnx.TensorProto.EXTERNAL for t in proto.graph.initializer):
         raise ArtifactError(f"{path}: has external data; --from-onnx needs a self-contained ONNX file")
     return proto, card
+
+
+def onnx_weights(path: Path) -> Optional[str]:
+    """The checkpoint-weights sha256 an exported ONNX records (None: exported before it was recorded)."""
+    return read_onnx_metadata(path).get(ONNX_WEIGHTS_KEY)
 
 
 def _load(path: Path):

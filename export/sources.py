@@ -7,12 +7,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 from symnets_deploy._optional import require
 from symnets_deploy.backends.base import Backend
 from symnets_deploy.backends.ort import OrtBackend
-from symnets_deploy.card import ModelCard
+from symnets_deploy.card import ONNX_WEIGHTS_KEY, ModelCard
 from symnets_deploy.enums import Head
 
 
@@ -26,6 +26,11 @@ class CheckpointSource:
         from symnets_deploy.export.onnx import to_model_proto
 
         return to_model_proto(self.model, head, image_size, opset)
+
+    def weights(self) -> str:
+        from symnets_deploy.train.checkpoint import weights_sha256
+
+        return weights_sha256(self.model)
 
     def reference(self, head: Head, card: ModelCard) -> Backend:
         from symnets_deploy.export.reference import TorchReference
@@ -44,6 +49,9 @@ class OnnxSource:
         copy = require("onnx", extra="export", purpose="ONNX conversion").ModelProto()
         copy.CopyFrom(self.graph)
         return copy
+
+    def weights(self) -> Optional[str]:
+        return {p.key: p.value for p in self.graph.metadata_props}.get(ONNX_WEIGHTS_KEY)
 
     def reference(self, head: Head, card: ModelCard) -> Backend:
         backend = OrtBackend(self.path, device="cpu")

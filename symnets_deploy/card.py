@@ -20,6 +20,9 @@ ONNX_CARD_KEY = "symnets.card"
 #: Key recording an ONNX file's precision (fp32, fp16, int8; absent: fp32): the card describes the
 #: model, this the file.
 ONNX_PRECISION_KEY = "symnets.precision"
+#: Key recording the sha256 of the checkpoint weights an ONNX file was exported from (``verify``
+#: decides "same model" by it; cards can differ in metrics for the same weights).
+ONNX_WEIGHTS_KEY = "symnets.weights_sha256"
 
 RGB = tuple[float, float, float]
 

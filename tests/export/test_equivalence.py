@@ -129,13 +129,31 @@ def test_failed_export_exits_6_and_places_no_artifact(tiny_run, tmp_path):
     assert report["passed"] is False and report["precision"] == "fp16"
 
 
-def test_verify_refuses_an_artifact_of_another_checkpoint(tiny_run, exported, tmp_path):
-    def retarget(ckpt):
+def test_verify_decides_same_model_by_the_weights(tiny_run, exported, tmp_path):
+    """Issue 9: verify compared cards, so the same weights with other metrics were refused (exit 5)."""
+    def remeasure(ckpt):
         ckpt["card"]["metrics"] = {"target_acc_ct": 0.123}
 
-    other = _rewrite(tiny_run / "last.pt", tmp_path / "other" / "last.pt", retarget)
-    with pytest.raises(ArtifactError, match="not exported from this checkpoint"):
+    def retrain(ckpt):
+        name = next(k for k, v in ckpt["model"].items() if v.is_floating_point())
+        ckpt["model"][name] = ckpt["model"][name] + 0.01
+
+    same_weights = _rewrite(tiny_run / "last.pt", tmp_path / "same" / "last.pt", remeasure)
+    assert run_verify(exported.artifact, same_weights).report.passed
+    other = _rewrite(tiny_run / "last.pt", tmp_path / "other" / "last.pt", retrain)
+    with pytest.raises(ArtifactError, match="exported from other weights"):
         run_verify(exported.artifact, other)
+
+
+def test_conversions_keep_the_weights_record(tiny_run, exported, tmp_path):
+    from symnets_deploy.export.onnx import onnx_weights
+    from symnets_deploy.train.checkpoint import weights_sha256
+
+    model, _, _ = model_from_checkpoint(tiny_run / "last.pt")
+    assert onnx_weights(exported.artifact) == weights_sha256(model)
+    fp16 = run_export(ExportConfig(from_onnx=str(exported.artifact), precision="fp16", output=str(tmp_path / "m.fp16.onnx")))
+    assert onnx_weights(fp16.artifact) == weights_sha256(model)
+    assert run_verify(fp16.artifact, tiny_run / "last.pt").report.passed
 
 
 def test_spread_is_deterministic_and_covers_the_list():
