@@ -93,8 +93,8 @@ class TrainConfig:
         return cls(**{k: v for k, v in data.items() if k in known})
 
 
-def _same(name: str, asked: Any, saved: Any) -> bool:
-    """Whether an option given on the command line agrees with the run's saved value."""
+def same_setting(name: str, asked: Any, saved: Any) -> bool:
+    """Whether two values of config field ``name`` mean the same (paths resolved, numbers as floats)."""
     if name in ("data_root", "out", "cache_dir", "weights") and asked is not None and saved is not None and asked != PRETRAINED:
         return Path(asked).resolve() == Path(saved).resolve()
     if isinstance(saved, float) or isinstance(asked, float):
@@ -124,7 +124,7 @@ def resumed_config(run: Path, given: dict[str, Any]) -> "TrainConfig":
     for name, asked in given.items():
         if name == "iterations" and asked >= saved["iterations"]:
             continue
-        if not _same(name, asked, saved.get(name)):
+        if not same_setting(name, asked, saved.get(name)):
             differences.append(f"--{name.replace('_', '-')} {asked} (the run has {saved.get(name)})")
     if differences:
         raise UsageError(

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from symnets_deploy.errors import UsageError
+from symnets_deploy.train.config import same_setting
 
 #: Files a training run writes into its folder.
 RUN_FILES = ("config.json", "last.pt", "metrics.jsonl", "summary.json")
@@ -38,12 +39,6 @@ def claim_new_run(out: Path, *, overwrite: bool = False) -> str:
     return uuid.uuid4().hex[:12]
 
 
-def _same_value(name: str, saved: Any, value: Any) -> bool:
-    if name == "data_root" and saved and value:  # runs before data roots were stored absolute
-        return Path(saved).resolve() == Path(value).resolve()
-    return saved == value
-
-
 def check_resume(out: Path, ckpt: dict[str, Any], config: dict[str, Any], class_names: Sequence[str]) -> str:
     """The run id to continue, after checking that ``last.pt`` belongs to this run and data.
 
@@ -62,7 +57,7 @@ def check_resume(out: Path, ckpt: dict[str, Any], config: dict[str, Any], class_
         raise UsageError(f"{out}: last.pt was written by run {ckpt['run_id']} but config.json is run {saved_id}'s; start a new run with another --out")
     differences = [
         f"{name} {ckpt['config'].get(name)!r} in last.pt, {value!r} now"
-        for name, value in config.items() if name not in _MAY_CHANGE and not _same_value(name, ckpt["config"].get(name), value)
+        for name, value in config.items() if name not in _MAY_CHANGE and not same_setting(name, value, ckpt["config"].get(name))
     ]
     if differences:
         raise UsageError(f"{out}: last.pt belongs to another configuration ({'; '.join(differences)}); start a new run with another --out")
