@@ -19,6 +19,7 @@ import numpy as np
 
 from symnets_deploy import __version__
 from symnets_deploy.backends.ort import OrtBackend
+from symnets_deploy.backends.trt import TrtBackend
 from symnets_deploy.card import ModelCard
 from symnets_deploy.enums import ExportFormat, Head, Precision
 from symnets_deploy.errors import EquivalenceError, UsageError
@@ -29,8 +30,8 @@ from symnets_deploy.export.int8 import CALIBRATION_METHOD, DEFAULT_CALIBRATION_S
 from symnets_deploy.export.onnx import onnx_precision, onnx_weights, write_variant
 from symnets_deploy.export.sources import CheckpointSource, OnnxSource
 from symnets_deploy.export.tolerances import tolerance_for
-from symnets_deploy.backends.trt import check_plan
-from symnets_deploy.sidecar import EngineSidecar, sha256_file, sidecar_path, write_sidecar
+from symnets_deploy.gpu import CudaDevice, cuda_device, require_tensorrt
+from symnets_deploy.sidecar import EngineSidecar, check_plan, sha256_file, sidecar_path, write_sidecar
 from symnets_deploy.atomic import atomic_write, temp_path
 from symnets_deploy.evaluation import summarize
 
@@ -211,10 +212,10 @@ def open_onnx(path: Path) -> Opened:
 
 
 # -- TensorRT --------------------------------------------------------------------------------
-def preflight_trt(_config=None, purpose: str = "building a TensorRT engine") -> tuple[str, T.CudaDevice]:
+def preflight_trt(_config=None, purpose: str = "building a TensorRT engine") -> tuple[str, CudaDevice]:
     """TensorRT and a CUDA GPU, checked before any work or file (exit code 4 otherwise)."""
-    trt = T.require_tensorrt(purpose)
-    return trt.__version__, T.cuda_device(purpose)
+    trt = require_tensorrt(purpose)
+    return trt.__version__, cuda_device(purpose)
 
 
 def produce_trt(job: ExportJob) -> Produced:
@@ -235,7 +236,7 @@ def produce_trt(job: ExportJob) -> Produced:
             card=job.card.replace(head=job.head.value).to_dict(), tensorrt_version=version, gpu_name=device.name,
             compute_capability=device.compute_capability, profile=profile.to_dict(), precision=job.precision.value,
             onnx_sha256=sha256_file(onnx_path), plan_sha256=sha256_file(tmp), package_version=__version__,
-            created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            created=datetime.now(timezone.utc).isoformat(timespec="seconds"), weights_sha256=onnx_weights(onnx_path),
         )
         done = _check_and_place(
             job, tmp, ExportFormat.trt, OrtBackend(onnx_path), T.trt_runner(tmp), batches,
@@ -247,12 +248,16 @@ def produce_trt(job: ExportJob) -> Produced:
 
 
 def open_trt(path: Path) -> Opened:
-    """A plan under Polygraphy's TrtRunner, after checking its sidecar (first: exit 5 needs no TensorRT) and this machine."""
+    """A plan under ``TrtBackend``, as ``predict`` runs it, after checking its sidecar and this machine.
+
+    The sidecar comes first (a stray plan is exit 5 even without TensorRT), then TensorRT and the
+    GPU, named for what ``verify`` does rather than for building.
+    """
     check_plan(path)
     version, device = preflight_trt(purpose="checking a TensorRT engine")
     sidecar = check_plan(path, tensorrt_version=version, compute_capability=device.compute_capability)
     profile = sidecar.profile
-    return Opened(T.trt_runner(path), sidecar.model_card(), Precision(sidecar.precision), profile["opt"], profile["min"])
+    return Opened(TrtBackend(path, device_index=device.index), sidecar.model_card(), Precision(sidecar.precision), profile["opt"], profile["min"], sidecar.weights_sha256)
 
 
 @dataclass(frozen=True)

@@ -16,12 +16,12 @@ from typing import Optional
 from symnets_deploy._optional import require
 from symnets_deploy.backends.base import INPUT_NAME
 from symnets_deploy.enums import Precision
-from symnets_deploy.errors import ArtifactError, MissingDependencyError, UsageError
+from symnets_deploy.errors import ArtifactError, UsageError
+from symnets_deploy.gpu import CudaDevice, require_tensorrt
 from symnets_deploy.host import cache_root
 from symnets_deploy.atomic import atomic_write
 
 DEFAULT_WORKSPACE_MIB = 1024
-_GPU_HINT = "TensorRT engines are built on a machine with an NVIDIA GPU: pip install 'symnets-deploy[trt]' there"
 
 
 @dataclass(frozen=True)
@@ -50,36 +50,6 @@ class TrtProfile:
     def shapes(self, image_size: int) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
         """(min, opt, max) shapes of the ``images`` input [N,3,S,S]."""
         return tuple((n, 3, image_size, image_size) for n in (self.min, self.opt, self.max))  # type: ignore[return-value]
-
-
-@dataclass(frozen=True)
-class CudaDevice:
-    """The GPU an engine is built for."""
-
-    name: str
-    compute_capability: str  # "major.minor"
-
-
-def require_tensorrt(purpose: str = "building a TensorRT engine"):
-    """Import TensorRT or fail with one line saying what to install, and where (exit code 4)."""
-    try:
-        import tensorrt
-    except ImportError as exc:
-        raise MissingDependencyError(f"{purpose} needs 'tensorrt' (import error: {exc}); {_GPU_HINT}") from None
-    except OSError as exc:  # the wheel is there but its libnvinfer cannot be loaded
-        raise MissingDependencyError(f"{purpose}: 'tensorrt' is installed but cannot load its libraries ({exc}); {_GPU_HINT}") from None
-    return tensorrt
-
-
-def cuda_device(purpose: str = "building a TensorRT engine") -> CudaDevice:
-    """The current CUDA GPU, or ``MissingDependencyError`` (exit code 4) when none is visible."""
-    import torch
-
-    if not torch.cuda.is_available():
-        raise MissingDependencyError(f"{purpose} needs a CUDA GPU, and none is visible here (torch.cuda.is_available() is False); {_GPU_HINT}")
-    index = torch.cuda.current_device()
-    major, minor = torch.cuda.get_device_capability(index)
-    return CudaDevice(torch.cuda.get_device_name(index), f"{major}.{minor}")
 
 
 def default_timing_cache(tensorrt_version: str, device: CudaDevice) -> Path:
@@ -132,7 +102,7 @@ def build_engine(
     """
     if workspace_mib < 1:
         raise UsageError(f"--workspace-mib must be >= 1, got {workspace_mib}")
-    trt = require_tensorrt()
+    trt = require_tensorrt("building a TensorRT engine")
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
     network, _parser = _parse_onnx(trt, builder, logger, Path(onnx_path))

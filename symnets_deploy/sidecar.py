@@ -12,7 +12,7 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 from symnets_deploy.atomic import atomic_write
 from symnets_deploy.card import ModelCard
@@ -39,6 +39,8 @@ class EngineSidecar:
         plan_sha256: hex sha256 of the serialized plan.
         package_version: symnets-deploy version that built it.
         created: ISO-8601 UTC timestamp.
+        weights_sha256: sha256 of the checkpoint weights the engine was exported from (``verify``
+            decides "same model" by it); ``None`` in sidecars written before it was recorded.
     """
 
     card: dict
@@ -51,6 +53,7 @@ class EngineSidecar:
     plan_sha256: str
     package_version: str
     created: str
+    weights_sha256: Optional[str] = None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON types."""
@@ -67,10 +70,11 @@ class EngineSidecar:
         if not isinstance(data, dict):
             raise ArtifactError(f"invalid engine sidecar: expected a JSON object, got {type(data).__name__}")
         names = [f.name for f in fields(cls)]
-        missing = [n for n in names if n not in data]
+        optional = {"weights_sha256"}
+        missing = [n for n in names if n not in data and n not in optional]
         if missing:
             raise ArtifactError(f"invalid engine sidecar: missing keys {', '.join(missing)}")
-        wrong = [n for n in names if n not in ("card", "profile") and not isinstance(data[n], str)]
+        wrong = [n for n in names if n not in ("card", "profile") and n in data and not isinstance(data[n], str) and not (n in optional and data[n] is None)]
         if wrong:
             raise ArtifactError(f"invalid engine sidecar: {', '.join(wrong)} must be strings")
         if not isinstance(data["card"], dict):
@@ -81,7 +85,7 @@ class EngineSidecar:
             raise ArtifactError(f"invalid engine sidecar: profile must hold integer min, opt and max, got {profile!r}")
         if not 1 <= profile["min"] <= profile["opt"] <= profile["max"]:
             raise ArtifactError(f"invalid engine sidecar: profile needs 1 <= min <= opt <= max, got {profile!r}")
-        return cls(**{n: data[n] for n in names})
+        return cls(**{n: data[n] for n in names if n in data})
 
     def model_card(self) -> ModelCard:
         """The card as a ``ModelCard``."""
@@ -140,27 +144,34 @@ def read_sidecar(plan: Path) -> EngineSidecar:
         raise ArtifactError(f"{path}: {exc}") from None
 
 
-def check_sidecar(sidecar: EngineSidecar, plan: Path, *, tensorrt_version: str, compute_capability: str) -> None:
-    """Refuse a plan that this machine cannot run, or that is not the plan the sidecar describes.
+def check_plan(plan: str | Path, *, tensorrt_version: Optional[str] = None, compute_capability: Optional[str] = None) -> EngineSidecar:
+    """Read a plan's sidecar and refuse a plan this machine cannot run, or that is not the plan described.
+
+    The one check of a plan, for ``predict`` and ``verify`` alike. It runs twice there: first
+    without versions (sidecar and sha256 only, so a stray plan is exit 5 even where TensorRT is
+    absent), then with the installed TensorRT and the GPU, before anything is deserialised.
 
     Args:
-        sidecar: the plan's sidecar (``read_sidecar``).
-        plan: the plan file.
-        tensorrt_version: the installed ``tensorrt.__version__``.
-        compute_capability: ``"major.minor"`` of the GPU that will run the plan.
+        plan: the ``.plan`` file; its sidecar is ``sidecar_path(plan)``.
+        tensorrt_version: the installed ``tensorrt.__version__``; ``None`` skips this check.
+        compute_capability: ``"major.minor"`` of the GPU that will run the plan; ``None`` skips it.
+
+    Returns:
+        The validated ``EngineSidecar``.
 
     Raises:
-        ArtifactError: the TensorRT version differs, the GPU's compute capability differs, or
-            the plan's sha256 differs from the recorded one (rebuild the engine on this machine).
+        ArtifactError: the sidecar is missing or invalid, the TensorRT version or the GPU's
+            compute capability differs, or the plan's sha256 differs from the recorded one.
     """
     plan = Path(plan)
+    sidecar = read_sidecar(plan)
     rebuild = "rebuild it here with 'symnets export --format trt'"
-    if str(tensorrt_version).strip() != sidecar.tensorrt_version.strip():
+    if tensorrt_version is not None and str(tensorrt_version).strip() != sidecar.tensorrt_version.strip():
         raise ArtifactError(
             f"{plan}: built with TensorRT {sidecar.tensorrt_version}, but TensorRT {tensorrt_version} is installed "
             f"(engines are tied to the exact version); {rebuild}"
         )
-    if str(compute_capability).strip() != sidecar.compute_capability.strip():
+    if compute_capability is not None and str(compute_capability).strip() != sidecar.compute_capability.strip():
         raise ArtifactError(
             f"{plan}: built for a GPU of compute capability {sidecar.compute_capability} ({sidecar.gpu_name}), "
             f"but this GPU has {compute_capability}; {rebuild}"
@@ -173,3 +184,4 @@ def check_sidecar(sidecar: EngineSidecar, plan: Path, *, tensorrt_version: str, 
             f"{plan}: sha256 {actual[:12]}... differs from the sidecar's {sidecar.plan_sha256[:12]}... "
             f"(the plan was replaced or corrupted); {rebuild}"
         )
+    return sidecar

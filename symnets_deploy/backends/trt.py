@@ -1,26 +1,25 @@
 """Native TensorRT backend for ``.plan`` engines (TensorRT 10.x / 11.x tensor-name API).
 
 The ``model.plan.json`` sidecar is read before anything is imported or deserialised, and
-checked against the installed TensorRT version and the GPU's compute capability: a plan
-only runs where it was built, and a mismatch is a clear ``ArtifactError``, not a crash
-inside ``deserialize_cuda_engine``. Device memory goes through cuda-python's runtime
-bindings (``cuda.bindings.runtime``; ``cuda.cudart`` in older releases), never torch.
+checked against the installed TensorRT version and the GPU's compute capability
+(``sidecar.check_plan``): a plan only runs where it was built, and a mismatch is a clear
+``ArtifactError``, not a crash inside ``deserialize_cuda_engine``. Device memory goes through
+cuda-python's runtime bindings (``symnets_deploy.gpu``), never torch.
 """
 
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
-from types import ModuleType
-from typing import Any, Mapping, Optional
+from typing import Mapping, Optional
 
 import numpy as np
 
-from symnets_deploy._optional import require
 from symnets_deploy.backends.base import INPUT_NAME, OUTPUT_NAMES, Backend, BatchLimits, TensorSpec
 from symnets_deploy.card import ModelCard
 from symnets_deploy.enums import Device
 from symnets_deploy.errors import ArtifactError, UsageError
+from symnets_deploy.gpu import cuda_call, cuda_device, cudart, require_tensorrt
+from symnets_deploy.sidecar import check_plan
 
 _PURPOSE = "running a TensorRT plan"
 
@@ -38,78 +37,6 @@ def plan_batch_limits(profile: Mapping[str, int]) -> BatchLimits:
     return BatchLimits(int(profile["min"]), int(profile["max"]), fixed=False)
 
 
-def check_plan(plan: str | Path, *, tensorrt_version: Optional[str] = None, compute_capability: Optional[str] = None):
-    """Read a plan's sidecar and check it, without TensorRT.
-
-    The plan's sha256 is always checked; the TensorRT version and the GPU's compute
-    capability when given (``None`` skips that check, e.g. before TensorRT is imported).
-
-    Args:
-        plan: the ``.plan`` file; its sidecar is ``sidecar_path(plan)``.
-        tensorrt_version: the installed ``tensorrt.__version__``, e.g. ``"10.3.0"``.
-        compute_capability: the GPU's ``"major.minor"``, e.g. ``"9.0"``.
-
-    Returns:
-        The ``EngineSidecar``.
-
-    Raises:
-        ArtifactError: the sidecar is missing or invalid, its checksum does not match the
-            plan, or the plan was built for another TensorRT version or GPU.
-    """
-    from symnets_deploy.sidecar import check_sidecar, read_sidecar
-
-    plan = Path(plan)
-    sidecar = read_sidecar(plan)
-    check_sidecar(
-        sidecar,
-        plan,
-        tensorrt_version=sidecar.tensorrt_version if tensorrt_version is None else tensorrt_version,
-        compute_capability=sidecar.compute_capability if compute_capability is None else compute_capability,
-    )
-    return sidecar
-
-
-def _cudart() -> ModuleType:
-    try:
-        return importlib.import_module("cuda.bindings.runtime")
-    except ImportError:
-        return require("cuda.cudart", extra="trt", purpose=_PURPOSE)
-
-
-def _cuda(result: Any, what: str) -> Any:
-    """Unpack a cuda-python ``(error, *values)`` tuple, raising on a CUDA error.
-
-    A CUDA failure past device selection is not something a user can fix from the command
-    line, so it stays a ``RuntimeError`` with a traceback (STYLE.md: a bug, exit code 1).
-    """
-    err, *values = result if isinstance(result, tuple) else (result,)
-    if int(err) != 0:
-        raise RuntimeError(f"CUDA {what} failed: {getattr(err, 'name', err)}")
-    return values[0] if len(values) == 1 else tuple(values)
-
-
-def cuda_device(cudart: ModuleType, index: int = 0) -> tuple[str, str]:
-    """Name and compute capability of a CUDA device.
-
-    Args:
-        cudart: cuda-python's runtime module (``cuda.bindings.runtime``).
-        index: CUDA device ordinal.
-
-    Returns:
-        ``(name, "major.minor")``, e.g. ``("NVIDIA H100 80GB HBM3", "9.0")``.
-
-    Raises:
-        UsageError: no CUDA device ``index`` is visible (a plan needs an NVIDIA GPU).
-        RuntimeError: the CUDA runtime failed otherwise.
-    """
-    count = cudart.cudaGetDeviceCount()
-    if int(count[0]) != 0 or count[1] <= index:
-        raise UsageError(f"a TensorRT plan needs CUDA device {index}, but none is visible; run the .onnx with --device cpu instead")
-    props = _cuda(cudart.cudaGetDeviceProperties(index), "cudaGetDeviceProperties")
-    name = props.name.decode(errors="replace") if isinstance(props.name, bytes) else str(props.name)
-    return name.rstrip("\x00"), f"{props.major}.{props.minor}"
-
-
 class TrtBackend(Backend):
     """Runs a serialized TensorRT engine (``.plan``) whose sidecar matches this machine.
 
@@ -120,10 +47,11 @@ class TrtBackend(Backend):
         device_index: which CUDA device to run on.
 
     Raises (on ``activate``):
-        UsageError: the plan does not exist, ``device="cpu"``, or no CUDA device is visible.
+        UsageError: the plan does not exist, or ``device="cpu"``.
         ArtifactError: sidecar missing, invalid or mismatched (TensorRT version, GPU compute
             capability, plan checksum), or an engine whose I/O is not the contract's.
-        MissingDependencyError: ``tensorrt`` or cuda-python is not installed (extra ``trt``).
+        MissingDependencyError: ``tensorrt`` or cuda-python is not installed (extra ``trt``),
+            or no CUDA device is visible.
     """
 
     name = "tensorrt"
@@ -149,11 +77,11 @@ class TrtBackend(Backend):
         sidecar = check_plan(self.path)
         card = sidecar.model_card()
         limits = plan_batch_limits(sidecar.profile)
-        trt = require("tensorrt", extra="trt", purpose=_PURPOSE)
-        cudart = _cudart()
-        _gpu_name, capability = cuda_device(cudart, self.device_index)
-        check_plan(self.path, tensorrt_version=trt.__version__, compute_capability=capability)
-        _cuda(cudart.cudaSetDevice(self.device_index), "cudaSetDevice")
+        trt = require_tensorrt(_PURPOSE)
+        runtime = cudart(_PURPOSE)
+        device = cuda_device(_PURPOSE, self.device_index, runtime)
+        check_plan(self.path, tensorrt_version=trt.__version__, compute_capability=device.compute_capability)
+        cuda_call(runtime.cudaSetDevice(self.device_index), "cudaSetDevice")
         self._runtime = trt.Runtime(trt.Logger(trt.Logger.ERROR))
         engine = self._runtime.deserialize_cuda_engine(self.path.read_bytes())
         if engine is None:
@@ -162,11 +90,11 @@ class TrtBackend(Backend):
         inputs = [n for n, m in modes.items() if m == trt.TensorIOMode.INPUT]
         if inputs != [INPUT_NAME] or not set(OUTPUT_NAMES) <= set(modes):
             raise ArtifactError(f"{self.path}: expected input {INPUT_NAME!r} and outputs {OUTPUT_NAMES}, found {list(modes)}")
-        self._trt, self._cudart, self._engine = trt, cudart, engine
+        self._trt, self._cudart, self._engine = trt, runtime, engine
         self.sidecar, self._card, self._limits = sidecar, card, limits
         try:
             self._context = engine.create_execution_context()
-            self._stream = _cuda(cudart.cudaStreamCreate(), "cudaStreamCreate")
+            self._stream = cuda_call(runtime.cudaStreamCreate(), "cudaStreamCreate")
             self._allocate(card)
         except BaseException:
             self._deactivate_impl()
@@ -181,7 +109,7 @@ class TrtBackend(Backend):
             itemsize = np.dtype(self._trt.nptype(self._engine.get_tensor_dtype(name))).itemsize
             sizes[name] = self._limits.max * card.num_classes * itemsize
         for name, nbytes in sizes.items():
-            self._buffers[name] = _cuda(self._cudart.cudaMalloc(nbytes), "cudaMalloc")
+            self._buffers[name] = cuda_call(self._cudart.cudaMalloc(nbytes), "cudaMalloc")
 
     def _deactivate_impl(self) -> None:
         if self._cudart is not None:
@@ -210,13 +138,13 @@ class TrtBackend(Backend):
         return self._limits
 
     def _infer_impl(self, images: np.ndarray) -> dict[str, np.ndarray]:
-        cudart, context, count = self._cudart, self._context, images.shape[0]
+        rt, context, count = self._cudart, self._context, images.shape[0]
         if not self._limits.min <= count <= self._limits.max:
             raise UsageError(f"{self.path}: batch of {count} is outside the engine's profile [{self._limits.min}, {self._limits.max}]")
         if not context.set_input_shape(INPUT_NAME, tuple(images.shape)):
             raise UsageError(f"{self.path}: TensorRT refused input shape {tuple(images.shape)}")
-        h2d, d2h = cudart.cudaMemcpyKind.cudaMemcpyHostToDevice, cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
-        _cuda(cudart.cudaMemcpyAsync(self._buffers[INPUT_NAME], images.ctypes.data, images.nbytes, h2d, self._stream), "copy to device")
+        h2d, d2h = rt.cudaMemcpyKind.cudaMemcpyHostToDevice, rt.cudaMemcpyKind.cudaMemcpyDeviceToHost
+        cuda_call(rt.cudaMemcpyAsync(self._buffers[INPUT_NAME], images.ctypes.data, images.nbytes, h2d, self._stream), "copy to device")
         for name, ptr in self._buffers.items():
             context.set_tensor_address(name, ptr)
         if not context.execute_async_v3(int(self._stream)):
@@ -225,6 +153,6 @@ class TrtBackend(Backend):
         for name in OUTPUT_NAMES:
             dtype = self._trt.nptype(self._engine.get_tensor_dtype(name))
             out[name] = np.empty(tuple(context.get_tensor_shape(name)), dtype=dtype)
-            _cuda(cudart.cudaMemcpyAsync(out[name].ctypes.data, self._buffers[name], out[name].nbytes, d2h, self._stream), "copy to host")
-        _cuda(cudart.cudaStreamSynchronize(self._stream), "cudaStreamSynchronize")
+            cuda_call(rt.cudaMemcpyAsync(out[name].ctypes.data, self._buffers[name], out[name].nbytes, d2h, self._stream), "copy to host")
+        cuda_call(rt.cudaStreamSynchronize(self._stream), "cudaStreamSynchronize")
         return {name: np.asarray(arr, dtype=np.float32) for name, arr in out.items()}

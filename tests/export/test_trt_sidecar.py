@@ -13,7 +13,8 @@ from typer.testing import CliRunner
 
 from symnets_deploy.cli.main import app
 from symnets_deploy.errors import ArtifactError, MissingDependencyError, UsageError
-from symnets_deploy.sidecar import EngineSidecar, check_sidecar, read_sidecar, sha256_file, sidecar_path, write_sidecar
+from symnets_deploy.gpu import CudaDevice, cuda_device, require_tensorrt
+from symnets_deploy.sidecar import EngineSidecar, check_plan, read_sidecar, sha256_file, sidecar_path, write_sidecar
 
 runner = CliRunner()
 CARD = {
@@ -45,7 +46,7 @@ def test_sidecar_round_trip(plan, sidecar):
     assert read_sidecar(plan) == sidecar
     assert EngineSidecar.from_dict(sidecar.to_dict()) == sidecar
     assert sidecar.model_card().class_names == ("circle", "square", "triangle")
-    check_sidecar(sidecar, plan, tensorrt_version="10.3.0", compute_capability="9.0")
+    assert check_plan(plan, tensorrt_version="10.3.0", compute_capability="9.0") == sidecar
     assert [p.name for p in plan.parent.iterdir() if p.name.startswith(".")] == []
 
 
@@ -60,16 +61,28 @@ def test_sha256_file_matches_hashlib(plan):
     ({"tensorrt_version": "10.3.0", "compute_capability": "8.9"}, ["compute capability 9.0", "this GPU has 8.9"]),
 ])
 def test_check_refuses_another_tensorrt_or_gpu(plan, sidecar, kwargs, words):
+    write_sidecar(plan, sidecar)
     with pytest.raises(ArtifactError) as info:
-        check_sidecar(sidecar, plan, **kwargs)
+        check_plan(plan, **kwargs)
     assert all(w in str(info.value) for w in words) and str(plan) in str(info.value)
     assert info.value.exit_code == 5
 
 
 def test_check_refuses_a_replaced_plan(plan, sidecar):
+    write_sidecar(plan, sidecar)
     plan.write_bytes(b"another engine")
     with pytest.raises(ArtifactError, match="sha256"):
-        check_sidecar(sidecar, plan, tensorrt_version="10.3.0", compute_capability="9.0")
+        check_plan(plan, tensorrt_version="10.3.0", compute_capability="9.0")
+
+
+def test_weights_hash_is_optional_for_sidecars_written_before_it(plan, sidecar):
+    data = sidecar.to_dict()
+    assert data.pop("weights_sha256") is None
+    assert EngineSidecar.from_dict(data) == sidecar
+    with_weights = EngineSidecar.from_dict({**data, "weights_sha256": "cd" * 32})
+    assert with_weights.weights_sha256 == "cd" * 32
+    with pytest.raises(ArtifactError, match="weights_sha256 must be strings"):
+        EngineSidecar.from_dict({**data, "weights_sha256": 7})
 
 
 def test_read_sidecar_errors_name_the_file(plan, sidecar):
@@ -145,7 +158,7 @@ def test_profile_options_are_validated_before_any_work():
 @needs_torch
 def test_timing_cache_is_per_version_and_architecture(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
-    path = T.default_timing_cache("10.3.0", T.CudaDevice("GPU", "8.9"))
+    path = T.default_timing_cache("10.3.0", CudaDevice("GPU", "8.9"))
     assert path == tmp_path / "symnets-deploy" / "tensorrt-10.3.0-sm89.timing-cache"
 
 
@@ -153,18 +166,18 @@ def test_timing_cache_is_per_version_and_architecture(tmp_path, monkeypatch):
 def test_missing_tensorrt_is_exit_4_with_the_install_line(monkeypatch):
     monkeypatch.setitem(sys.modules, "tensorrt", None)  # as if not installed, also where it is
     with pytest.raises(MissingDependencyError) as info:
-        T.require_tensorrt()
+        require_tensorrt("building a TensorRT engine")
     message = str(info.value)
     assert info.value.exit_code == 4
     assert "pip install 'symnets-deploy[trt]'" in message and "NVIDIA GPU" in message and "\n" not in message
 
 
-@needs_torch
-@pytest.mark.skipif(has_cuda, reason="this machine has a CUDA GPU")
-def test_no_cuda_gpu_is_exit_4():
-    with pytest.raises(MissingDependencyError, match="needs a CUDA GPU") as info:
-        T.cuda_device()
-    assert info.value.exit_code == 4
+def test_no_cuda_python_is_exit_4(monkeypatch):
+    for name in ("cuda.bindings.runtime", "cuda.cudart"):
+        monkeypatch.setitem(sys.modules, name, None)  # as if not installed, also where it is
+    with pytest.raises(MissingDependencyError, match="needs cuda-python") as info:
+        cuda_device("building a TensorRT engine")
+    assert info.value.exit_code == 4 and "symnets-deploy[trt]" in str(info.value)
 
 
 @needs_torch
@@ -225,5 +238,41 @@ def test_trt_engine_build_and_check(tiny_run, tmp_path):
     assert car.tensorrt_version == tensorrt.__version__ and car.profile == {"min": 1, "opt": 4, "max": 8}
     assert car.plan_sha256 == sha256_file(out) and car.onnx_sha256 == sha256_file(out.with_suffix(".onnx"))
     major, minor = torch.cuda.get_device_capability()
-    check_sidecar(car, out, tensorrt_version=tensorrt.__version__, compute_capability=f"{major}.{minor}")
+    check_plan(out, tensorrt_version=tensorrt.__version__, compute_capability=f"{major}.{minor}")
     assert run_verify(out, tiny_run / "last.pt").report.passed
+
+
+# -- verify on a plan, with stand-in TensorRT and CUDA modules (tests/runtime/trt_standin.py) ---
+def _standin_plan_of(run, folder, monkeypatch, weights):
+    """A stand-in plan with the run's card and a zero linear model, recording ``weights``."""
+    import numpy as np
+
+    from symnets_deploy.train.checkpoint import model_from_checkpoint
+    from tests.runtime import trt_standin
+
+    trt_standin.install(monkeypatch)
+    _model, card, _ = model_from_checkpoint(run / "last.pt")
+    weight = np.zeros((card.num_classes, 3))
+    return trt_standin.make_plan(folder, card, weight, np.zeros(card.num_classes), profile=(1, 4), weights_sha256=weights)
+
+
+@needs_torch
+def test_verify_refuses_a_plan_built_from_other_weights(tiny_run, tmp_path, monkeypatch):
+    plan = _standin_plan_of(tiny_run, tmp_path, monkeypatch, "00" * 32)
+    result = runner.invoke(app, ["verify", str(plan), "--checkpoint", str(tiny_run / "last.pt")])
+    assert result.exit_code == 5, result.output
+    assert "exported from other weights" in result.stderr and "Traceback" not in result.output
+
+
+@needs_torch
+def test_verify_runs_the_plan_and_catches_an_engine_that_computes_something_else(tiny_run, tmp_path, monkeypatch):
+    from symnets_deploy.train.checkpoint import model_from_checkpoint, weights_sha256
+
+    model, _card, _ = model_from_checkpoint(tiny_run / "last.pt")
+    plan = _standin_plan_of(tiny_run, tmp_path, monkeypatch, weights_sha256(model))
+    result = runner.invoke(app, ["verify", str(plan), "--checkpoint", str(tiny_run / "last.pt")])
+    # Same weights by hash, so the check runs; the stand-in engine outputs uniform probabilities.
+    assert result.exit_code == 6, result.output
+    assert "equivalence check failed" in result.stderr
+    report = json.loads(plan.with_name("model.plan.verify.json").read_text())
+    assert report["passed"] is False and report["comparisons"][0]["candidate"] == "tensorrt"

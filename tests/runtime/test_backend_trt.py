@@ -1,21 +1,28 @@
-"""TrtBackend without TensorRT: sidecar checks, profile batch sizes and error paths.
+"""TrtBackend without TensorRT: sidecar checks, profile batch sizes, and the inference path.
 
-No engine can be built here (DESIGN.md section 5), so the plan files are stand-in bytes with a
-real sidecar; everything TrtBackend decides before deserialising is exercised for real.
+No engine can be built here (DESIGN.md section 5). The first tests use stand-in bytes with a real
+sidecar, so everything TrtBackend decides before deserialising runs for real; the rest run the
+whole backend against ``trt_standin`` (documented TensorRT and cuda-python API over host memory),
+so its buffers, copies, batching, clean-up and error paths execute and are checked against NumPy.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
+from typer.testing import CliRunner
 
 from symnets_deploy._optional import is_available
 from symnets_deploy.backends import BatchLimits, TrtBackend, open_backend
-from symnets_deploy.backends.trt import check_plan, plan_batch_limits
+from symnets_deploy.backends.trt import plan_batch_limits
 from symnets_deploy.card import ModelCard
 from symnets_deploy.errors import ArtifactError, MissingDependencyError, UsageError
-from symnets_deploy.sidecar import EngineSidecar, sha256_file, sidecar_path, write_sidecar
+from symnets_deploy.sidecar import EngineSidecar, check_plan, sha256_file, sidecar_path, write_sidecar
+
+from . import trt_standin
 
 CARD = ModelCard(class_names=("cat", "dog"), input_size=32, resize_size=37, mean=(0.5,) * 3, std=(0.5,) * 3, backbone="tiny")
 no_tensorrt = pytest.mark.skipif(is_available("tensorrt"), reason="TensorRT is installed: these check its absence")
@@ -96,3 +103,120 @@ def test_plan_on_cpu_or_missing_is_a_usage_error(tmp_path: Path) -> None:
         TrtBackend(plan, device="cpu").activate()
     with pytest.raises(UsageError, match="not found"):
         TrtBackend(tmp_path / "absent.plan").activate()
+
+
+# -- the inference path, against stand-in TensorRT and CUDA modules ----------------------------
+WEIGHT = np.array([[0.02, -0.01, 0.0], [-0.015, 0.02, 0.005]])
+BIAS = np.array([0.1, -0.2])
+
+
+def standin_plan(folder: Path, **kwargs) -> Path:
+    return trt_standin.make_plan(folder, CARD, WEIGHT, BIAS, **kwargs)
+
+
+def random_images(count: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).uniform(0, 255, (count, 3, CARD.input_size, CARD.input_size)).astype(np.float32)
+
+
+@pytest.mark.parametrize("out_dtype, atol", [("float32", 1e-5), ("float16", 2e-3)])
+def test_every_batch_size_of_the_profile_goes_through_its_buffers(tmp_path: Path, monkeypatch, out_dtype: str, atol: float) -> None:
+    _trt, rt = trt_standin.install(monkeypatch)
+    with TrtBackend(standin_plan(tmp_path, profile=(2, 5), out_dtype=out_dtype)) as backend:
+        assert backend.card() == CARD and backend.output_classes() == 2 and backend.precision() == "fp32"
+        assert backend.batch_limits() == BatchLimits(2, 5, fixed=False)
+        for count, seed in ((5, 1), (2, 2), (3, 3)):  # a smaller batch after a larger one reuses the buffers
+            images = random_images(count, seed)
+            out = backend.infer(images)
+            logits, probs = trt_standin.expected_outputs(images, WEIGHT, BIAS)
+            assert {k: (v.dtype, v.shape) for k, v in out.items()} == {"logits": (np.float32, (count, 2)), "probs": (np.float32, (count, 2))}
+            np.testing.assert_allclose(out["logits"], logits, atol=atol, rtol=0)
+            np.testing.assert_allclose(out["probs"], probs, atol=atol, rtol=0)
+        assert rt.current == 0 and len(rt.memory.blocks) == 3 and len(rt.streams) == 1
+    assert rt.memory.blocks == {} and rt.streams == set()  # deactivate frees every buffer and the stream
+
+
+@pytest.mark.parametrize("count", [1, 6])
+def test_a_batch_outside_the_profile_is_refused(tmp_path: Path, monkeypatch, count: int) -> None:
+    trt_standin.install(monkeypatch)
+    with TrtBackend(standin_plan(tmp_path, profile=(2, 5))) as backend:
+        with pytest.raises(UsageError, match=r"outside the engine's profile \[2, 5\]"):
+            backend.infer(random_images(count))
+
+
+def test_predictor_batches_and_pads_to_the_profile(tmp_path: Path, monkeypatch) -> None:
+    from symnets_deploy import Predictor
+    from symnets_deploy.preprocess import PreprocessConfig, preprocess_image, to_batch
+
+    trt_standin.install(monkeypatch)
+    plan = standin_plan(tmp_path, profile=(4, 4))
+    folder = tmp_path / "images"
+    folder.mkdir()
+    rng = np.random.default_rng(3)
+    paths = []
+    for i in range(7):  # batches of 4 and 3; the 3 are padded to the profile's min of 4
+        paths.append(folder / f"{i}.png")
+        Image.fromarray(rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)).save(paths[-1])
+    expected = trt_standin.expected_outputs(to_batch([preprocess_image(p, PreprocessConfig.from_card(CARD)) for p in paths]), WEIGHT, BIAS)[1]
+    with Predictor.load(plan, batch_size=8, top_k=2) as predictor:
+        results = predictor.predict_paths(paths)
+    assert [r.path for r in results] == [str(p) for p in paths] and all(r.ok for r in results)
+    assert [r.label for r in results] == [CARD.class_names[i] for i in expected.argmax(1)]
+    np.testing.assert_allclose([max(r.topk_probs) for r in results], expected.max(1), atol=1e-5)
+
+
+def test_predict_cli_runs_a_plan(tmp_path: Path, monkeypatch) -> None:
+    from symnets_deploy.cli.main import app
+
+    trt_standin.install(monkeypatch)
+    plan = standin_plan(tmp_path)
+    image = tmp_path / "one.png"
+    Image.new("RGB", (40, 40), (250, 10, 10)).save(image)
+    result = CliRunner().invoke(app, ["predict", str(image), "--engine", str(plan), "--format", "jsonl"])
+    assert result.exit_code == 0, result.output
+    (row,) = [line for line in result.stdout.splitlines() if line.strip()]
+    # Red raises class 0's logit (0.02 * R) far above class 1's (-0.015 * R).
+    assert '"label": "cat"' in row and str(image) in row
+
+
+@pytest.mark.parametrize("setup, error, words", [
+    ({"devices": 0}, MissingDependencyError, ["needs a CUDA GPU", "none is visible"]),
+    ({"version": "10.4.0"}, ArtifactError, ["TensorRT 10.3.0", "TensorRT 10.4.0 is installed"]),
+    ({"capability": "8.9"}, ArtifactError, ["compute capability 9.0", "this GPU has 8.9"]),
+])
+def test_the_machine_is_checked_against_the_sidecar(tmp_path: Path, monkeypatch, setup: dict, error, words: list) -> None:
+    _trt, rt = trt_standin.install(monkeypatch, **setup)
+    backend = TrtBackend(standin_plan(tmp_path))
+    with pytest.raises(error) as info:
+        backend.activate()
+    assert all(w in str(info.value) for w in words), str(info.value)
+    assert not backend.is_active and rt.memory.blocks == {} and rt.streams == set()
+
+
+def test_a_plan_tensorrt_cannot_deserialize_is_an_artifact_error(tmp_path: Path, monkeypatch) -> None:
+    trt_standin.install(monkeypatch)
+    plan = make_plan(tmp_path)  # bytes that are no engine, under a sidecar that matches them
+    with pytest.raises(ArtifactError, match="could not deserialize") as info:
+        TrtBackend(plan).activate()
+    assert info.value.exit_code == 5
+
+
+def test_an_engine_with_other_tensor_names_is_refused(tmp_path: Path, monkeypatch) -> None:
+    trt_standin.install(monkeypatch)
+    with pytest.raises(ArtifactError, match="expected input 'images'"):
+        TrtBackend(standin_plan(tmp_path, names=("input", "logits", "probs"))).activate()
+
+
+def test_a_failed_allocation_frees_what_was_allocated(tmp_path: Path, monkeypatch) -> None:
+    _trt, rt = trt_standin.install(monkeypatch)
+    rt.memory.fail_after = 2  # input and logits buffers succeed, probs fails
+    backend = TrtBackend(standin_plan(tmp_path))
+    with pytest.raises(RuntimeError, match="cudaMalloc failed: cudaErrorMemoryAllocation"):
+        backend.activate()
+    assert rt.memory.allocated == 2 and rt.memory.blocks == {} and rt.streams == set() and not backend.is_active
+
+
+def test_a_failed_execution_is_a_runtime_error(tmp_path: Path, monkeypatch) -> None:
+    trt_standin.install(monkeypatch)
+    with TrtBackend(standin_plan(tmp_path, fail_execute=True)) as backend:
+        with pytest.raises(RuntimeError, match="execute_async_v3 failed"):
+            backend.infer(random_images(2))

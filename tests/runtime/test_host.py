@@ -15,7 +15,8 @@ def test_cache_root_follows_xdg_cache_home(monkeypatch, tmp_path):
 
 
 def test_decoded_cache_and_timing_cache_live_under_the_root(monkeypatch, tmp_path):
-    from symnets_deploy.export.trt import CudaDevice, default_timing_cache
+    from symnets_deploy.export.trt import default_timing_cache
+    from symnets_deploy.gpu import CudaDevice
     from symnets_deploy.train.cache import default_cache_dir
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
