@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from symnets_deploy.enums import Method
 from symnets_deploy.train.checkpoint import build_model
 from symnets_deploy.train.config import TrainConfig
 from symnets_deploy.train.placement import select_data_path
@@ -41,7 +42,7 @@ def model_only(config: TrainConfig, num_classes: int, warmup: int, iterations: i
     def step() -> None:
         optimizer.zero_grad(set_to_none=True)
         with placement.autocast():
-            training_step(model, x_s, y_s, x_t if config.method == "symnets" else None, 0.5, config)
+            training_step(model, x_s, y_s, x_t if config.method == Method.symnets else None, 0.5, config)
         optimizer.step()
 
     for _ in range(warmup):
@@ -53,7 +54,7 @@ def model_only(config: TrainConfig, num_classes: int, warmup: int, iterations: i
         step()
     if device.type == "cuda":
         torch.cuda.synchronize()
-    per_iter = config.batch_size * (2 if config.method == "symnets" else 1)
+    per_iter = config.batch_size * (2 if config.method == Method.symnets else 1)
     return iterations * per_iter / (time.perf_counter() - start)
 
 
@@ -62,7 +63,7 @@ def full_training(config: TrainConfig, warmup: int) -> tuple[float, dict]:
     summary = train(config)
     records = [json.loads(line) for line in (Path(config.out) / "metrics.jsonl").read_text().splitlines()]
     windows = [r for r in records if "images_per_s" in r and r["iteration"] > warmup]
-    per_iter = config.batch_size * (2 if config.method == "symnets" else 1)
+    per_iter = config.batch_size * (2 if config.method == Method.symnets else 1)
     images = sum(per_iter * (r["iteration"] - prev) for prev, r in zip([warmup] + [w["iteration"] for w in windows], windows))
     seconds = sum(per_iter * (r["iteration"] - prev) / r["images_per_s"] for prev, r in zip([warmup] + [w["iteration"] for w in windows], windows))
     return images / seconds, {"acc_ct": summary.target_acc_ct, "seconds": summary.seconds}

@@ -8,7 +8,8 @@ from typing import Optional
 import typer
 
 from symnets_deploy.cli.main import app, handle_errors
-from symnets_deploy.enums import Device, Head
+from symnets_deploy.enums import Ablation, Device, Head, Method
+from symnets_deploy.train.config import DEFAULTS as D
 
 
 @app.command()
@@ -19,31 +20,31 @@ def train(
     target: Optional[str] = typer.Option(None, help="Unlabeled target domain: a folder name under --data-root (e.g. webcam). Required unless --resume."),
     data_root: Optional[Path] = typer.Option(None, help="Dataset folder laid out as <domain>/<class>/<image>. Required unless --resume."),
     dataset: Optional[str] = typer.Option(None, help="Check against a preset: office31, office_caltech10, office_home, imageclef."),
-    backbone: str = typer.Option("efficientnet_lite0", help="Feature extractor G: efficientnet_lite0 (ImageNet weights ship offline), resnet50 (paper), tiny (random init, tests)."),
+    backbone: str = typer.Option(D["backbone"], help="Feature extractor G: efficientnet_lite0 (ImageNet weights ship offline), resnet50 (paper), tiny (random init, tests)."),
     weights: Optional[Path] = typer.Option(None, help="Pretrained backbone state-dict file (default: the backbone's own ImageNet weights)."),
-    method: str = typer.Option("symnets", help="symnets (the paper) or source-only (baseline: G + K-way head, cross-entropy on source)."),
-    ablation: str = typer.Option("none", help="Paper Table 4: none, no-ct-loss, no-entropy, no-confusion, domain-confusion-only."),
-    head: Head = typer.Option(Head.ct, help="Classifier the run deploys and reports: ct (target, paper default), cs, paired."),
-    iterations: int = typer.Option(1000, help="Training iterations (each: B source + B target images)."),
-    batch_size: int = typer.Option(32, help="B, images per domain per iteration."),
-    lr: float = typer.Option(0.01, help="Head learning rate lr0 (annealed as lr0 / (1 + 10 p)^0.75)."),
+    method: Method = typer.Option(Method(D["method"]), help="symnets (the paper) or source-only (baseline: G + K-way head, cross-entropy on source)."),
+    ablation: Ablation = typer.Option(Ablation(D["ablation"]), help="Paper Table 4: none, no-ct-loss, no-entropy, no-confusion, domain-confusion-only."),
+    head: Head = typer.Option(Head(D["head"]), help="Classifier the run deploys and reports: ct (target, paper default), cs, paired."),
+    iterations: int = typer.Option(D["iterations"], help="Training iterations (each: B source + B target images)."),
+    batch_size: int = typer.Option(D["batch_size"], help="B, images per domain per iteration."),
+    lr: float = typer.Option(D["lr"], help="Head learning rate lr0 (annealed as lr0 / (1 + 10 p)^0.75)."),
     backbone_lr_mult: Optional[float] = typer.Option(None, help="G's lr as a multiple of --lr (default 0.1 when pretrained, 1.0 from scratch)."),
-    momentum: float = typer.Option(0.9, help="SGD momentum (Nesterov when > 0)."),
-    weight_decay: float = typer.Option(1e-4, help="SGD weight decay."),
-    lr_alpha: float = typer.Option(10.0, help="lr annealing alpha: lr_p = lr0 / (1 + alpha p)^beta."),
-    lr_beta: float = typer.Option(0.75, help="lr annealing beta."),
-    lambda_gamma: float = typer.Option(10.0, help="Confusion weight schedule: lambda_p = 2 / (1 + exp(-gamma p)) - 1."),
+    momentum: float = typer.Option(D["momentum"], help="SGD momentum (Nesterov when > 0)."),
+    weight_decay: float = typer.Option(D["weight_decay"], help="SGD weight decay."),
+    lr_alpha: float = typer.Option(D["lr_alpha"], help="lr annealing alpha: lr_p = lr0 / (1 + alpha p)^beta."),
+    lr_beta: float = typer.Option(D["lr_beta"], help="lr annealing beta."),
+    lambda_gamma: float = typer.Option(D["lambda_gamma"], help="Confusion weight schedule: lambda_p = 2 / (1 + exp(-gamma p)) - 1."),
     image_size: Optional[int] = typer.Option(None, help="Crop side S (default: the backbone's, 224); resize is round(S*256/224)."),
-    device: Device = typer.Option(Device.auto, help="auto picks CUDA when present (bf16 autocast there, fp32 on CPU)."),
-    seed: int = typer.Option(0, help="Random seed (sampling, crops, init)."),
+    device: Device = typer.Option(Device(D["device"]), help="auto picks CUDA when present (bf16 autocast there, fp32 on CPU)."),
+    seed: int = typer.Option(D["seed"], help="Random seed (sampling, crops, init)."),
     out: Optional[Path] = typer.Option(None, help="Run folder: last.pt, config.json, metrics.jsonl, summary.json (default: a new runs/<date-time>, linked as runs/latest)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace the run already in --out (otherwise a new run refuses a folder that holds one)."),
     resume: Optional[Path] = typer.Option(None, help="Continue the run in this folder at its last checkpoint with its saved config; only a larger --iterations may be added."),
-    eval_every: int = typer.Option(0, help="Evaluate Cs/Ct on the whole target domain every N iterations (0: only at the end)."),
-    checkpoint_every: int = typer.Option(0, help="Write last.pt every N iterations (0: only at the end)."),
-    log_every: int = typer.Option(10, help="Write a metrics.jsonl record every N iterations."),
-    threads: int = typer.Option(0, help="Image decoding threads (0: one per CPU core)."),
-    cache: bool = typer.Option(True, help="Keep decoded domains on disk so the next run skips decoding (invalidated when any file changes)."),
+    eval_every: int = typer.Option(D["eval_every"], help="Evaluate Cs/Ct on the whole target domain every N iterations (0: only at the end)."),
+    checkpoint_every: int = typer.Option(D["checkpoint_every"], help="Write last.pt every N iterations (0: only at the end)."),
+    log_every: int = typer.Option(D["log_every"], help="Write a metrics.jsonl record every N iterations."),
+    threads: int = typer.Option(D["threads"], help="Image decoding threads (0: one per CPU core)."),
+    cache: bool = typer.Option(D["cache"], help="Keep decoded domains on disk so the next run skips decoding (invalidated when any file changes)."),
     cache_dir: Optional[Path] = typer.Option(None, help="Decoded-image cache folder (default: $SYMNETS_CACHE_DIR or ~/.cache/symnets-deploy/decoded)."),
 ) -> None:
     """Train a SymNet (or the source-only baseline) and write the run folder."""
@@ -56,7 +57,7 @@ def train(
     # data_root is stored absolute: export reads it back for its check images, maybe from another folder.
     values = dict(
         source=source, target=target, data_root=str(data_root.resolve()) if data_root else None, dataset=dataset, backbone=backbone,
-        weights=str(weights) if weights else "imagenet", method=method, ablation=ablation, head=head.value,
+        weights=str(weights) if weights else D["weights"], method=method.value, ablation=ablation.value, head=head.value,
         iterations=iterations, batch_size=batch_size, lr=lr, backbone_lr_mult=backbone_lr_mult, momentum=momentum,
         weight_decay=weight_decay, lr_alpha=lr_alpha, lr_beta=lr_beta, lambda_gamma=lambda_gamma, image_size=image_size,
         device=device.value, seed=seed, out=str(out or new_run_folder()), eval_every=eval_every, checkpoint_every=checkpoint_every,

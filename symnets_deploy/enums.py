@@ -38,6 +38,23 @@ class Head(str, Enum):
     paired = "paired"
 
 
+class Method(str, Enum):
+    """What ``symnets train`` trains: the paper's SymNet, or the source-only baseline (G + K-way head)."""
+
+    symnets = "symnets"
+    source_only = "source-only"
+
+
+class Ablation(str, Enum):
+    """Switches for the paper's Table 4 (section 4.3)."""
+
+    none = "none"
+    no_ct_loss = "no-ct-loss"  # w/o E_t_task (6); evaluate with Cs
+    no_entropy = "no-entropy"  # w/o M_st (10)
+    no_confusion = "no-confusion"  # w/o (9), and (8) degraded to the category loss (13)
+    domain_confusion_only = "domain-confusion-only"  # (8) degraded to the domain-level (12)
+
+
 class Precision(str, Enum):
     """Numeric precision of an exported artifact (inputs and outputs stay float32).
 

@@ -14,14 +14,11 @@ import torch
 from torch import nn
 
 from symnets_deploy.errors import MissingDependencyError, UsageError
+from symnets_deploy.train.config import PRETRAINED
 
 RGB = tuple[float, float, float]
 IMAGENET_MEAN: RGB = (0.485, 0.456, 0.406)
 IMAGENET_STD: RGB = (0.229, 0.224, 0.225)
-
-#: ``weights`` argument meaning "the backbone's own pretrained weights".
-PRETRAINED = "imagenet"
-
 
 class UnknownBackboneError(UsageError):
     """The backbone name is not registered."""

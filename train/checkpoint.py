@@ -11,6 +11,7 @@ import torch
 
 from symnets_deploy.atomic import atomic_write
 from symnets_deploy.card import ModelCard
+from symnets_deploy.enums import Method
 from symnets_deploy.errors import ArtifactError
 from symnets_deploy.train.backbones import create_backbone, get_backbone
 from symnets_deploy.train.config import TrainConfig
@@ -67,7 +68,7 @@ def build_model(config: TrainConfig, num_classes: int, *, weights: Any = "config
     """The network a config describes; ``weights=None`` skips pretrained loading (for restores)."""
     spec = get_backbone(config.backbone)
     backbone = create_backbone(config.backbone, config.weights if weights == "config" else weights, config.image_size)
-    return SymNet(backbone, spec.feat_dim, num_classes, spec.mean, spec.std, symmetric=config.method == "symnets")
+    return SymNet(backbone, spec.feat_dim, num_classes, spec.mean, spec.std, symmetric=config.method == Method.symnets)
 
 
 def model_from_checkpoint(path: Path) -> tuple[SymNet, ModelCard, TrainConfig]:

@@ -1,18 +1,21 @@
-"""TrainConfig: every training option once; CLI options map onto its fields one to one."""
+"""TrainConfig: every training option once; CLI options map onto its fields one to one.
+
+Torch-free at import: ``symnets train``'s options take their defaults from ``DEFAULTS`` here, and
+the CLI module is imported for every command, ``symnets predict`` on a torch-less device included.
+"""
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, fields
+from dataclasses import MISSING, asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Optional
 
-from symnets_deploy.enums import Device, Head, parse_choice
+from symnets_deploy.enums import Ablation, Device, Head, Method, parse_choice
 from symnets_deploy.errors import UsageError
-from symnets_deploy.train.backbones import PRETRAINED, get_backbone
-from symnets_deploy.train.losses import Ablation
 
-METHODS = ("symnets", "source-only")
+#: ``weights`` value meaning "the backbone's own pretrained weights".
+PRETRAINED = "imagenet"
 
 
 @dataclass(frozen=True)
@@ -29,7 +32,7 @@ class TrainConfig:
     dataset: Optional[str] = None
     backbone: str = "efficientnet_lite0"
     weights: Optional[str] = PRETRAINED
-    method: str = "symnets"
+    method: str = Method.symnets.value
     ablation: str = Ablation.none.value
     head: str = Head.ct.value
     iterations: int = 1000
@@ -54,6 +57,8 @@ class TrainConfig:
     cache_dir: Optional[str] = None
 
     def __post_init__(self) -> None:
+        from symnets_deploy.train.backbones import get_backbone  # torch: only once a run is configured
+
         spec = get_backbone(self.backbone)
         if self.weights == PRETRAINED and spec.weights is None:
             object.__setattr__(self, "weights", None)  # a backbone without pretrained weights trains from scratch
@@ -62,11 +67,9 @@ class TrainConfig:
         if self.backbone_lr_mult is None:
             # Paper: pretrained G learns 10x slower than the head; a randomly initialised G must not.
             object.__setattr__(self, "backbone_lr_mult", 0.1 if self.weights is not None else 1.0)
-        if self.method not in METHODS:
-            raise UsageError(f"unknown method {self.method!r} (valid: {', '.join(METHODS)})")
-        for name, enum in (("ablation", Ablation), ("head", Head), ("device", Device)):
-            parse_choice(enum, getattr(self, name), name)
-        if self.method == "source-only" and self.ablation != Ablation.none.value:
+        for name, enum in (("method", Method), ("ablation", Ablation), ("head", Head), ("device", Device)):
+            object.__setattr__(self, name, parse_choice(enum, getattr(self, name), name).value)
+        if self.method == Method.source_only and self.ablation != Ablation.none:
             raise UsageError("--ablation applies to --method symnets only")
         for name in ("iterations", "batch_size", "image_size", "eval_batch_size"):
             if getattr(self, name) <= 0:
@@ -82,7 +85,7 @@ class TrainConfig:
     @property
     def eval_head(self) -> str:
         """The classifier whose accuracy is 'the' result: Cs when Ct gets no supervision."""
-        return Head.cs.value if self.ablation == Ablation.no_ct_loss.value else self.head
+        return Head.cs.value if self.ablation == Ablation.no_ct_loss else self.head
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -91,6 +94,10 @@ class TrainConfig:
     def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in known})
+
+
+#: Default of every field that has one: ``symnets train``'s options start from these.
+DEFAULTS: dict[str, Any] = {f.name: f.default for f in fields(TrainConfig) if f.default is not MISSING}
 
 
 def same_setting(name: str, asked: Any, saved: Any) -> bool:

@@ -7,20 +7,10 @@ softmax is logsumexp(half) - logsumexp(all): exact, stable for any logits, no ep
 
 from __future__ import annotations
 
-from enum import Enum
-
 import torch
 import torch.nn.functional as F
 
-
-class Ablation(str, Enum):
-    """Switches for the paper's Table 4 (section 4.3)."""
-
-    none = "none"
-    no_ct_loss = "no-ct-loss"  # w/o E_t_task (6); evaluate with Cs
-    no_entropy = "no-entropy"  # w/o M_st (10)
-    no_confusion = "no-confusion"  # w/o (9), and (8) degraded to the category loss (13)
-    domain_confusion_only = "domain-confusion-only"  # (8) degraded to the domain-level (12)
+from symnets_deploy.enums import Ablation
 
 
 def _halves(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from symnets_deploy.card import ModelCard
-from symnets_deploy.enums import Device
+from symnets_deploy.enums import Device, Method
 from symnets_deploy.errors import Interrupted, UsageError
 from symnets_deploy.preprocess import PreprocessConfig
 from symnets_deploy.train import data as D
@@ -103,7 +103,7 @@ def training_step(model: SymNet, x_s: torch.Tensor, y_s: torch.Tensor, x_t: Opti
     feature loss sees detached head weights (so it reaches G only); one backward of their sum
     fills disjoint gradients. Source and target go through G in separate passes (per-domain BN).
     """
-    if config.method == "source-only":
+    if config.method == Method.source_only:
         loss = F.cross_entropy(model(x_s).float(), y_s)
         loss.backward()
         return {"source_task": loss.detach(), "total": loss.detach()}
@@ -216,7 +216,7 @@ def train(config: TrainConfig, reporter: Optional[Reporter] = None, *, resume: b
     resize = D.train_resize(config.image_size)
     cache_dir = (Path(config.cache_dir) if config.cache_dir else default_cache_dir()) if config.cache else None
     src_data = load_or_decode(source, resize, threads=config.threads, cache_dir=cache_dir)[0].to(device)
-    tgt_data = load_or_decode(target, resize, threads=config.threads, cache_dir=cache_dir)[0].to(device) if config.method == "symnets" else None
+    tgt_data = load_or_decode(target, resize, threads=config.threads, cache_dir=cache_dir)[0].to(device) if config.method == Method.symnets else None
     # Evaluation decodes the target again through the runtime's own preprocessing (not from the
     # training tensors), so the reported accuracy is exactly what `predict` will see.
     eval_images, eval_labels = D.decode_eval(target, PreprocessConfig.from_card(make_card(config, source.class_names)), config.threads)
@@ -233,7 +233,7 @@ def train(config: TrainConfig, reporter: Optional[Reporter] = None, *, resume: b
             "rng": _rng_state(), "card": make_card(config, source.class_names, metrics).to_dict(), "config": config.to_dict(), "run_id": run_id,
         })
 
-    images_per_iter = config.batch_size * (2 if config.method == "symnets" else 1)
+    images_per_iter = config.batch_size * (2 if config.method == Method.symnets else 1)
     end = config.iterations if stop_at is None else min(config.iterations, stop_at)
     model.train()
     reporter.start(config.iterations, start)

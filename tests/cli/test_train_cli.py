@@ -37,6 +37,18 @@ def test_train_help_lists_the_options():
         assert option in result.output, option
 
 
+def test_option_defaults_are_the_config_defaults():
+    """The CLI takes every default from TrainConfig (one place), and spells choices as the config stores them."""
+    import typer.main
+
+    from symnets_deploy.train.config import DEFAULTS
+
+    command = typer.main.get_command(app).commands["train"]
+    shared = {p.name: p.default for p in command.params if p.name in DEFAULTS and p.default is not None}
+    assert len(shared) == 19  # every option with a fixed default; the others (None) are resolved by TrainConfig
+    assert {name: getattr(value, "value", value) for name, value in shared.items()} == {name: DEFAULTS[name] for name in shared}
+
+
 def test_top_level_help_and_version():
     result = runner.invoke(app, ["--help"], env=ENV)
     assert result.exit_code == 0 and "train" in result.output
@@ -123,8 +135,6 @@ def test_missing_domain_exit_2(shapes_root, tmp_path):
 @pytest.mark.parametrize(
     "extra,needle",
     [
-        (("--ablation", "no-such-ablation"), "ablation"),
-        (("--method", "dann"), "method"),
         (("--backbone", "vgg16"), "vgg16"),
         (("--iterations", "0"), "iterations"),
     ],
@@ -133,6 +143,17 @@ def test_bad_options_exit_2(shapes_root, tmp_path, extra, needle):
     line = error_line(runner.invoke(app, _tiny_args(shapes_root, tmp_path / "run", *extra), env=ENV), 2)
     assert needle in line
     assert not (tmp_path / "run" / "last.pt").exists()
+
+
+@pytest.mark.parametrize("option, bad, valid", [
+    ("--method", "dann", ["symnets", "source-only"]),
+    ("--ablation", "no-such-ablation", ["none", "no-ct-loss", "no-entropy", "no-confusion", "domain-confusion-only"]),
+])
+def test_unknown_choices_exit_2_listing_the_valid_ones(shapes_root, tmp_path, option, bad, valid):
+    result = runner.invoke(app, _tiny_args(shapes_root, tmp_path / "run", option, bad), env=ENV)
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert option in result.output and bad in result.output and all(f"'{v}'" in result.output for v in valid)
+    assert not (tmp_path / "run").exists()
 
 
 def test_click_usage_errors_exit_2(shapes_root, tmp_path):

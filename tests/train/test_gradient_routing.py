@@ -15,7 +15,8 @@ torch = pytest.importorskip("torch")
 from symnets_deploy.train.backbones import get_backbone  # noqa: E402
 from symnets_deploy.train.checkpoint import build_model  # noqa: E402
 from symnets_deploy.train.config import TrainConfig  # noqa: E402
-from symnets_deploy.train.losses import Ablation, classifier_loss, feature_loss  # noqa: E402
+from symnets_deploy.enums import Ablation
+from symnets_deploy.train.losses import classifier_loss, feature_loss  # noqa: E402
 from symnets_deploy.train.model import SymNet  # noqa: E402
 from symnets_deploy.train.trainer import make_optimizer, training_step  # noqa: E402
 
