@@ -156,8 +156,14 @@ class _MetricsLog:
         self.path = path
         kept = []
         if resume_at and path.exists():
-            kept = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line).get("iteration", 0) <= resume_at]
-        path.write_text("".join(line + "\n" for line in kept))
+            for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError:
+                    continue  # the last line, torn by a kill in the middle of its write
+                if record.get("iteration", 0) <= resume_at:
+                    kept.append(line)
+        atomic_write(path, lambda tmp: tmp.write_text("".join(line + "\n" for line in kept), encoding="utf-8"))
 
     def write(self, record: dict[str, Any]) -> None:
         with self.path.open("a") as fh:

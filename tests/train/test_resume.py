@@ -52,7 +52,8 @@ def _assert_same_tensors(a, b, where: str = "") -> None:
 def runs(shapes_root, tmp_path_factory):
     """A straight run and two interrupted ones that should end identical to it.
 
-    ``simple``: stopped at 5, resumed to the end. ``rollback``: stopped at 3, continued to 5,
+    ``simple``: stopped at 5, a torn metrics line appended (a kill in the middle of a write),
+    resumed to the end. ``rollback``: stopped at 3, continued to 5,
     then rolled back to the checkpoint of 3 (as if the process died after logging iterations
     4-5 but before their checkpoint landed) and finished.
     """
@@ -62,6 +63,8 @@ def runs(shapes_root, tmp_path_factory):
     simple = tmp_path_factory.mktemp("simple")
     config = _config(shapes_root, simple)
     stopped = train(config, stop_at=5)
+    with (simple / "metrics.jsonl").open("a") as log:
+        log.write('{"iteration": 6, "cls_tot')
     train(config, resume=True)
 
     rollback = tmp_path_factory.mktemp("rollback")
