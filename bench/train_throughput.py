@@ -24,7 +24,8 @@ from symnets_deploy.enums import Method
 from symnets_deploy.train.checkpoint import build_model
 from symnets_deploy.train.config import TrainConfig
 from symnets_deploy.train.placement import select_data_path
-from symnets_deploy.train.trainer import make_optimizer, resolve_device, train, training_step
+from symnets_deploy.train.step import make_optimizer, training_step
+from symnets_deploy.train.trainer import resolve_device, train
 
 
 def model_only(config: TrainConfig, num_classes: int, warmup: int, iterations: int) -> float:

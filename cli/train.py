@@ -45,6 +45,7 @@ def train(
     log_every: int = typer.Option(D["log_every"], help="Write a metrics.jsonl record every N iterations."),
     threads: int = typer.Option(D["threads"], help="Image decoding threads (0: one per CPU core)."),
     cache: bool = typer.Option(D["cache"], help="Keep decoded domains on disk so the next run skips decoding (invalidated when any file changes)."),
+    cuda_graph: bool = typer.Option(D["cuda_graph"], "--cuda-graph/--no-cuda-graph", help="On CUDA, capture the whole iteration as one CUDA graph (eager if the capture fails); the CPU always runs eagerly."),
     cache_dir: Optional[Path] = typer.Option(None, help="Decoded-image cache folder (default: $SYMNETS_CACHE_DIR or ~/.cache/symnets-deploy/decoded)."),
 ) -> None:
     """Train a SymNet (or the source-only baseline) and write the run folder."""
@@ -61,7 +62,7 @@ def train(
         iterations=iterations, batch_size=batch_size, lr=lr, backbone_lr_mult=backbone_lr_mult, momentum=momentum,
         weight_decay=weight_decay, lr_alpha=lr_alpha, lr_beta=lr_beta, lambda_gamma=lambda_gamma, image_size=image_size,
         device=device.value, seed=seed, out=str(out or new_run_folder()), eval_every=eval_every, checkpoint_every=checkpoint_every,
-        log_every=log_every, threads=threads, cache=cache, cache_dir=str(cache_dir) if cache_dir else None,
+        log_every=log_every, threads=threads, cache=cache, cache_dir=str(cache_dir) if cache_dir else None, cuda_graph=cuda_graph,
     )
     if resume is not None:
         # Typer (and the click it wraps or vendors) says where each value came from; defaults are not "given".

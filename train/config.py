@@ -55,6 +55,7 @@ class TrainConfig:
     threads: int = 0
     cache: bool = True
     cache_dir: Optional[str] = None
+    cuda_graph: bool = True
 
     def __post_init__(self) -> None:
         from symnets_deploy.train.backbones import get_backbone  # torch: only once a run is configured
@@ -96,6 +97,9 @@ class TrainConfig:
         return cls(**{k: v for k, v in data.items() if k in known})
 
 
+#: Fields that change how fast a run goes, not what it computes: ``--resume`` accepts new values.
+SPEED_ONLY = ("threads", "cache", "cache_dir", "cuda_graph")
+
 #: Default of every field that has one: ``symnets train``'s options start from these.
 DEFAULTS: dict[str, Any] = {f.name: f.default for f in fields(TrainConfig) if f.default is not MISSING}
 
@@ -117,7 +121,8 @@ def resumed_config(run: Path, given: dict[str, Any]) -> "TrainConfig":
         given: config field -> value of each option the user typed besides ``--resume``.
 
     Returns:
-        The saved config with ``out`` = ``run`` and, when given, a larger ``iterations``.
+        The saved config with ``out`` = ``run`` and, when given, a larger ``iterations`` and
+        new values of the ``SPEED_ONLY`` options.
 
     Raises:
         UsageError: no ``config.json``, or given options that contradict the run (each is named);
@@ -129,7 +134,7 @@ def resumed_config(run: Path, given: dict[str, Any]) -> "TrainConfig":
     saved = TrainConfig.from_dict({**json.loads(path.read_text(encoding="utf-8")), "out": str(run)}).to_dict()
     differences = []
     for name, asked in given.items():
-        if name == "iterations" and asked >= saved["iterations"]:
+        if name in SPEED_ONLY or (name == "iterations" and asked >= saved["iterations"]):
             continue
         if not same_setting(name, asked, saved.get(name)):
             differences.append(f"--{name.replace('_', '-')} {asked} (the run has {saved.get(name)})")
@@ -138,4 +143,5 @@ def resumed_config(run: Path, given: dict[str, Any]) -> "TrainConfig":
             f"{run}: --resume continues the run with its saved options, but these differ: {'; '.join(differences)}; "
             "drop them, or start a new run with another --out"
         )
-    return TrainConfig.from_dict({**saved, **({"iterations": given["iterations"]} if "iterations" in given else {})})
+    changed = {name: given[name] for name in (*SPEED_ONLY, "iterations") if name in given}
+    return TrainConfig.from_dict({**saved, **changed})

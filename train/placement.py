@@ -30,11 +30,11 @@ class DataPath:
     channels_last: bool
     autocast_dtype: Optional[torch.dtype]
 
-    def autocast(self):
-        """The autocast context of this path (a no-op in fp32)."""
+    def autocast(self, *, cache_enabled: bool = True):
+        """The autocast context of this path (a no-op in fp32); a CUDA graph capture needs ``cache_enabled=False``."""
         if self.autocast_dtype is None:
             return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
+        return torch.autocast(self.device.type, dtype=self.autocast_dtype, cache_enabled=cache_enabled)
 
     def memory_format(self) -> torch.memory_format:
         return torch.channels_last if self.channels_last else torch.contiguous_format

@@ -12,12 +12,12 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from symnets_deploy.errors import UsageError
-from symnets_deploy.train.config import same_setting
+from symnets_deploy.train.config import DEFAULTS, SPEED_ONLY, same_setting
 
 #: Files a training run writes into its folder.
 RUN_FILES = ("config.json", "last.pt", "metrics.jsonl", "summary.json")
 #: Config fields that may differ between a checkpoint and the run continuing it.
-_MAY_CHANGE = {"out", "iterations"}
+_MAY_CHANGE = {"out", "iterations", *SPEED_ONLY}
 
 
 def claim_new_run(out: Path, *, overwrite: bool = False) -> str:
@@ -55,9 +55,10 @@ def check_resume(out: Path, ckpt: dict[str, Any], config: dict[str, Any], class_
     saved_id = json.loads((out / "config.json").read_text(encoding="utf-8")).get("run_id")
     if saved_id and ckpt.get("run_id") and saved_id != ckpt["run_id"]:
         raise UsageError(f"{out}: last.pt was written by run {ckpt['run_id']} but config.json is run {saved_id}'s; start a new run with another --out")
+    saved_config = {**DEFAULTS, **ckpt["config"]}  # a field added since the checkpoint was written has its default
     differences = [
-        f"{name} {ckpt['config'].get(name)!r} in last.pt, {value!r} now"
-        for name, value in config.items() if name not in _MAY_CHANGE and not same_setting(name, value, ckpt["config"].get(name))
+        f"{name} {saved_config.get(name)!r} in last.pt, {value!r} now"
+        for name, value in config.items() if name not in _MAY_CHANGE and not same_setting(name, value, saved_config.get(name))
     ]
     if differences:
         raise UsageError(f"{out}: last.pt belongs to another configuration ({'; '.join(differences)}); start a new run with another --out")

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any, Optional
 
 import torch
-import torch.nn.functional as F
 
 from symnets_deploy.card import ModelCard
 from symnets_deploy.enums import Device, Method
@@ -29,10 +28,10 @@ from symnets_deploy.train.checkpoint import build_model, load_checkpoint, save_c
 from symnets_deploy.train.config import TrainConfig
 from symnets_deploy.train.interrupt import StopRequest
 from symnets_deploy.train.run_folder import check_resume, claim_new_run
-from symnets_deploy.train.losses import classifier_loss, feature_loss
 from symnets_deploy.train.model import SymNet, deployed_logits
 from symnets_deploy.train.placement import DataPath, select_data_path
 from symnets_deploy.train.schedules import annealed_lr, confusion_weight, progress
+from symnets_deploy.train.step import make_optimizer, make_step, optimizer_state
 
 
 class Reporter:
@@ -83,37 +82,6 @@ def make_card(config: TrainConfig, class_names: tuple[str, ...], metrics: dict[s
         source=config.source, target=config.target, dataset=config.dataset or Path(config.data_root).name,
         interpolation=spec.interpolation, train_config=config.to_dict(), metrics=metrics or {},
     )
-
-
-def make_optimizer(model: SymNet, config: TrainConfig) -> torch.optim.SGD:
-    """SGD with two groups: head at lr, G at lr * backbone_lr_mult (paper 4.1)."""
-    groups = [
-        {"params": model.head_parameters(), "lr0": config.lr},
-        {"params": model.backbone_parameters(), "lr0": config.lr * config.backbone_lr_mult},
-    ]
-    for g in groups:
-        g["lr"] = g["lr0"]
-    return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, nesterov=config.momentum > 0, weight_decay=config.weight_decay)
-
-
-def training_step(model: SymNet, x_s: torch.Tensor, y_s: torch.Tensor, x_t: Optional[torch.Tensor], lam: float, config: TrainConfig) -> dict[str, torch.Tensor]:
-    """Forward and backward of one iteration; returns the detached loss terms.
-
-    SymNets: the classifier loss sees detached features (so it reaches the head only), the
-    feature loss sees detached head weights (so it reaches G only); one backward of their sum
-    fills disjoint gradients. Source and target go through G in separate passes (per-domain BN).
-    """
-    if config.method == Method.source_only:
-        loss = F.cross_entropy(model(x_s).float(), y_s)
-        loss.backward()
-        return {"source_task": loss.detach(), "total": loss.detach()}
-    f_s, f_t = model.features(x_s), model.features(x_t)
-    cls = classifier_loss(model.head(f_s.detach()).float(), model.head(f_t.detach()).float(), y_s, config.ablation)
-    feat = feature_loss(model.classify_frozen(f_s).float(), model.classify_frozen(f_t).float(), y_s, lam, config.ablation)
-    (cls["total"] + feat["total"]).backward()
-    terms = {f"cls_{k}": v.detach() for k, v in cls.items()}
-    terms.update({f"feat_{k}": v.detach() for k, v in feat.items()})
-    return terms
 
 
 @torch.no_grad()
@@ -204,7 +172,7 @@ def train(config: TrainConfig, reporter: Optional[Reporter] = None, *, resume: b
     source, target = D.load_domains(Path(config.data_root), config.source, config.target, config.dataset)
     K = len(source.class_names)
     model = build_model(config, K).to(device, memory_format=placement.memory_format())
-    optimizer = make_optimizer(model, config)
+    optimizer = make_optimizer(model, config, fused=device.type == "cuda" and config.cuda_graph)
     start = 0
     if resume:
         ckpt = load_checkpoint(out / "last.pt")
@@ -235,13 +203,15 @@ def train(config: TrainConfig, reporter: Optional[Reporter] = None, *, resume: b
 
     def checkpoint(iteration: int, metrics: dict[str, Any]) -> None:
         save_checkpoint(out / "last.pt", {
-            "model": model.state_dict(), "optimizer": optimizer.state_dict(), "iteration": iteration,
+            "model": model.state_dict(), "optimizer": optimizer_state(optimizer), "iteration": iteration,
             "rng": _rng_state(), "card": make_card(config, source.class_names, metrics).to_dict(), "config": config.to_dict(), "run_id": run_id,
         })
 
     images_per_iter = config.batch_size * (2 if config.method == Method.symnets else 1)
     end = config.iterations if stop_at is None else min(config.iterations, stop_at)
     model.train()
+    step = make_step(model, optimizer, config, placement)
+    reporter.stage(f"training ({step.name} step, {placement.name} data path)")
     reporter.start(config.iterations, start)
     t0, window_t, window_start = time.perf_counter(), time.perf_counter(), start
     sums: dict[str, torch.Tensor] = {}
@@ -250,14 +220,10 @@ def train(config: TrainConfig, reporter: Optional[Reporter] = None, *, resume: b
         for it in range(start, end):
             p = progress(it, config.iterations)
             lam = confusion_weight(p, config.lambda_gamma)
-            for group in optimizer.param_groups:
-                group["lr"] = annealed_lr(group["lr0"], p, config.lr_alpha, config.lr_beta)
+            lrs = [annealed_lr(group["lr0"], p, config.lr_alpha, config.lr_beta) for group in optimizer.param_groups]
             x_s, y_s = batch(0, it, src_data)
             x_t = batch(1, it, tgt_data)[0] if tgt_data is not None else None
-            optimizer.zero_grad(set_to_none=True)
-            with placement.autocast():
-                terms = training_step(model, x_s, y_s, x_t, lam, config)
-            optimizer.step()
+            terms = step(x_s, y_s, x_t, lam, lrs)
             for k, v in terms.items():
                 sums[k] = sums.get(k, 0) + v
             done = it + 1
@@ -266,7 +232,7 @@ def train(config: TrainConfig, reporter: Optional[Reporter] = None, *, resume: b
                     torch.cuda.synchronize()
                 now = time.perf_counter()
                 n = done - window_start
-                record = {"iteration": done, "lambda": lam, "lr_head": optimizer.param_groups[0]["lr"], "lr_backbone": optimizer.param_groups[1]["lr"]}
+                record = {"iteration": done, "lambda": lam, "lr_head": lrs[0], "lr_backbone": lrs[1]}
                 record.update({k: float(v) / n for k, v in sums.items()})
                 record["images_per_s"] = n * images_per_iter / max(now - window_t, 1e-9)
                 log.write(record)

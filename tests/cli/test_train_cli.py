@@ -45,7 +45,7 @@ def test_option_defaults_are_the_config_defaults():
 
     command = typer.main.get_command(app).commands["train"]
     shared = {p.name: p.default for p in command.params if p.name in DEFAULTS and p.default is not None}
-    assert len(shared) == 19  # every option with a fixed default; the others (None) are resolved by TrainConfig
+    assert len(shared) == 20  # every option with a fixed default; the others (None) are resolved by TrainConfig
     assert {name: getattr(value, "value", value) for name, value in shared.items()} == {name: DEFAULTS[name] for name in shared}
 
 
@@ -181,6 +181,22 @@ def test_schedule_options_reach_the_run(shapes_root, tmp_path):
 def test_invalid_momentum_is_a_usage_error(shapes_root, tmp_path):
     result = runner.invoke(app, _tiny_args(shapes_root, tmp_path / "run", "--momentum", "1.5"), env=ENV)
     assert "momentum" in error_line(result, 2)
+
+
+def test_resume_accepts_speed_options_and_checkpoints_older_than_them(shapes_root, tmp_path):
+    """Fields added later (cuda_graph) take their default; options that only change speed may change."""
+    out = tmp_path / "run"
+    assert runner.invoke(app, _tiny_args(shapes_root, out, "--checkpoint-every", "1"), env=ENV).exit_code == 0
+    ckpt = torch.load(out / "last.pt", map_location="cpu", weights_only=True)
+    del ckpt["config"]["cuda_graph"]
+    torch.save(ckpt, out / "last.pt")
+    config = json.loads((out / "config.json").read_text())
+    del config["cuda_graph"]
+    (out / "config.json").write_text(json.dumps(config))
+    result = runner.invoke(app, ["train", "--resume", str(out), "--iterations", "4", "--no-cuda-graph", "--threads", "1"], env=ENV)
+    assert result.exit_code == 0, (result.output, result.exception)
+    saved = json.loads((out / "config.json").read_text())
+    assert (saved["cuda_graph"], saved["threads"], saved["iterations"]) == (False, 1, 4)
 
 
 def test_a_new_run_refuses_a_folder_that_holds_another_run(shapes_root, tmp_path):

@@ -18,7 +18,7 @@ from symnets_deploy.train.config import TrainConfig  # noqa: E402
 from symnets_deploy.enums import Ablation
 from symnets_deploy.train.losses import classifier_loss, feature_loss  # noqa: E402
 from symnets_deploy.train.model import SymNet  # noqa: E402
-from symnets_deploy.train.trainer import make_optimizer, training_step  # noqa: E402
+from symnets_deploy.train.step import make_optimizer, training_step  # noqa: E402
 
 K = 3
 LAM = 0.7

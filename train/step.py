@@ -1,0 +1,188 @@
+"""One training iteration: eager (CPU, and the fallback), or captured as one CUDA graph (issue 10).
+
+A small network at batch 64 with two forward passes per step is launch-bound on a large GPU: the
+kernels are short, and Python issues them one by one. ``GraphedStep`` records the whole iteration
+(both forward passes, both losses, backward and the SGD update) once with ``torch.cuda.graph``
+and replays it, so an iteration costs one launch. What changes between iterations lives in
+device tensors the graph reads: the batch (copied into static buffers), the learning rates and
+lambda. The optimizer is ``torch.optim.SGD(fused=True)``, whose kernel takes the learning rate
+as a tensor: no host synchronisation, nothing to re-capture when the schedule moves.
+
+Both steps compute the same function (``training_step``); tests compare them on the CPU, where
+``GraphedStep`` runs its body without capturing.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from symnets_deploy.enums import Method
+from symnets_deploy.train.config import TrainConfig
+from symnets_deploy.train.losses import classifier_loss, feature_loss
+from symnets_deploy.train.model import SymNet
+from symnets_deploy.train.placement import DataPath
+
+#: Eager iterations before the capture: they allocate the momentum buffers and let cuDNN pick its
+#: algorithms for every shape, which must not happen inside a capture. They are real iterations.
+WARMUP_ITERATIONS = 3
+
+Terms = dict[str, torch.Tensor]
+
+
+def make_optimizer(model: SymNet, config: TrainConfig, *, fused: bool = False) -> torch.optim.SGD:
+    """SGD with two groups: head at lr, G at lr * backbone_lr_mult (paper 4.1).
+
+    ``fused``: the single-kernel implementation, which takes a tensor learning rate (the graphed step).
+    """
+    groups = [
+        {"params": model.head_parameters(), "lr0": config.lr},
+        {"params": model.backbone_parameters(), "lr0": config.lr * config.backbone_lr_mult},
+    ]
+    for g in groups:
+        g["lr"] = g["lr0"]
+    return torch.optim.SGD(
+        groups, lr=config.lr, momentum=config.momentum, nesterov=config.momentum > 0, weight_decay=config.weight_decay,
+        fused=fused or None,
+    )
+
+
+def training_step(model: SymNet, x_s: torch.Tensor, y_s: torch.Tensor, x_t: Optional[torch.Tensor], lam: float | torch.Tensor, config: TrainConfig) -> dict[str, torch.Tensor]:
+    """Forward and backward of one iteration; returns the detached loss terms.
+
+    SymNets: the classifier loss sees detached features (so it reaches the head only), the
+    feature loss sees detached head weights (so it reaches G only); one backward of their sum
+    fills disjoint gradients. Source and target go through G in separate passes (per-domain BN).
+    """
+    if config.method == Method.source_only:
+        loss = F.cross_entropy(model(x_s).float(), y_s)
+        loss.backward()
+        return {"source_task": loss.detach(), "total": loss.detach()}
+    f_s, f_t = model.features(x_s), model.features(x_t)
+    cls = classifier_loss(model.head(f_s.detach()).float(), model.head(f_t.detach()).float(), y_s, config.ablation)
+    feat = feature_loss(model.classify_frozen(f_s).float(), model.classify_frozen(f_t).float(), y_s, lam, config.ablation)
+    (cls["total"] + feat["total"]).backward()
+    terms = {f"cls_{k}": v.detach() for k, v in cls.items()}
+    terms.update({f"feat_{k}": v.detach() for k, v in feat.items()})
+    return terms
+
+
+def optimizer_state(optimizer: torch.optim.Optimizer) -> dict:
+    """``optimizer.state_dict()`` with plain-float learning rates, whichever step set them."""
+    state = optimizer.state_dict()
+    for group in state["param_groups"]:
+        group["lr"] = float(group["lr"])
+    return state
+
+
+class EagerStep:
+    """The iteration as PyTorch runs it op by op: the CPU path, ``--no-cuda-graph``, and the fallback."""
+
+    name = "eager"
+
+    def __init__(self, model: SymNet, optimizer: torch.optim.SGD, config: TrainConfig, placement: DataPath) -> None:
+        self.model, self.optimizer, self.config, self.placement = model, optimizer, config, placement
+
+    def __call__(self, x_s: torch.Tensor, y_s: torch.Tensor, x_t: Optional[torch.Tensor], lam: float, lrs: Sequence[float]) -> Terms:
+        for group, lr in zip(self.optimizer.param_groups, lrs):
+            group["lr"] = lr
+        self.optimizer.zero_grad(set_to_none=True)
+        with self.placement.autocast():
+            terms = training_step(self.model, x_s, y_s, x_t, lam, self.config)
+        self.optimizer.step()
+        return terms
+
+
+class GraphedStep:
+    """The iteration captured once as a CUDA graph and replayed (see the module docstring).
+
+    The first ``warmup`` calls run eagerly, through the same tensors the graph will read; the
+    next call captures and replays. Should the capture fail (an operation that cannot be
+    captured), that iteration reruns eagerly and training goes on eagerly, after one warning.
+
+    Args:
+        capture: False runs the graph's body eagerly every time (the CPU, where tests compare it
+            with ``EagerStep``).
+    """
+
+    name = "cuda-graph"
+
+    def __init__(self, model: SymNet, optimizer: torch.optim.SGD, config: TrainConfig, placement: DataPath, *,
+                 warmup: int = WARMUP_ITERATIONS, capture: bool = True) -> None:
+        self.model, self.optimizer, self.config, self.placement = model, optimizer, config, placement
+        self.warmup, self.capture, self.calls = warmup, capture, 0
+        self.scalars: Optional[torch.Tensor] = None  # [lambda, lr per group], made at the first call
+        self.inputs: Optional[list[Optional[torch.Tensor]]] = None
+        self.graph: Optional[torch.cuda.CUDAGraph] = None
+        self.outputs: Terms = {}
+        self.fallback: Optional[str] = None  # why the capture failed, once it did
+
+    def _body(self) -> Terms:
+        x_s, y_s, x_t = self.inputs
+        # The autocast weight cache would hold tensors made during the capture: off (PyTorch's rule).
+        with self.placement.autocast(cache_enabled=False):
+            terms = training_step(self.model, x_s, y_s, x_t, self.scalars[0], self.config)
+        self.optimizer.step()
+        return terms
+
+    def _eager(self) -> Terms:
+        self.optimizer.zero_grad(set_to_none=True)
+        return self._body()
+
+    def _capture(self) -> Terms:
+        torch.cuda.synchronize(self.placement.device)
+        graph = torch.cuda.CUDAGraph()
+        self.optimizer.zero_grad(set_to_none=True)  # the captured backward allocates .grad in the graph's pool
+        try:
+            with torch.cuda.graph(graph):
+                outputs = self._body()
+        except Exception as exc:  # noqa: BLE001 - any capture failure: keep training, eagerly
+            self.fallback = " ".join(str(exc).split())[:200]
+            warnings.warn(f"CUDA graph capture failed ({self.fallback}); training continues eagerly", RuntimeWarning, stacklevel=3)
+            self.optimizer.zero_grad(set_to_none=True)
+            torch.cuda.synchronize(self.placement.device)
+            return self._eager()  # the capture ran nothing: this iteration is still to do
+        self.graph, self.outputs = graph, outputs
+        graph.replay()
+        return outputs
+
+    def __call__(self, x_s: torch.Tensor, y_s: torch.Tensor, x_t: Optional[torch.Tensor], lam: float, lrs: Sequence[float]) -> Terms:
+        if self.inputs is None:
+            self.inputs = [None if x is None else torch.empty_like(x) for x in (x_s, y_s, x_t)]
+            # lambda and one learning rate per group in one device vector: one copy per iteration.
+            self.scalars = torch.zeros(1 + len(self.optimizer.param_groups), device=x_s.device)
+            for index, group in enumerate(self.optimizer.param_groups, start=1):
+                group["lr"] = self.scalars[index]
+        self.scalars.copy_(torch.tensor([lam, *lrs], dtype=self.scalars.dtype))
+        for static, x in zip(self.inputs, (x_s, y_s, x_t)):
+            if x is not None:
+                static.copy_(x)
+        self.calls += 1
+        if self.graph is not None:
+            self.graph.replay()
+            return self.outputs
+        if not self.capture or self.fallback is not None:
+            return self._eager()
+        if self.calls <= self.warmup:
+            return self._warm_up()
+        return self._capture()
+
+    def _warm_up(self) -> Terms:
+        # On a side stream, as PyTorch's whole-network capture recipe does: lazily created
+        # per-stream state (library handles, workspaces) is then not created inside the capture.
+        side, current = torch.cuda.Stream(self.placement.device), torch.cuda.current_stream(self.placement.device)
+        side.wait_stream(current)
+        with torch.cuda.stream(side):
+            terms = self._eager()
+        current.wait_stream(side)
+        return terms
+
+
+def make_step(model: SymNet, optimizer: torch.optim.SGD, config: TrainConfig, placement: DataPath) -> EagerStep | GraphedStep:
+    """``GraphedStep`` on CUDA unless ``config.cuda_graph`` is off; ``EagerStep`` otherwise (the CPU path as it was)."""
+    if placement.device.type == "cuda" and config.cuda_graph:
+        return GraphedStep(model, optimizer, config, placement)
+    return EagerStep(model, optimizer, config, placement)
