@@ -46,15 +46,20 @@ def train(
     threads: int = typer.Option(D["threads"], help="Image decoding threads (0: one per CPU core)."),
     cache: bool = typer.Option(D["cache"], help="Keep decoded domains on disk so the next run skips decoding (invalidated when any file changes)."),
     cuda_graph: bool = typer.Option(D["cuda_graph"], "--cuda-graph/--no-cuda-graph", help="On CUDA, capture the whole iteration as one CUDA graph (eager if the capture fails); the CPU always runs eagerly."),
+    export: Optional[str] = typer.Option(None, "--export", help="After training, export and check these variants into the run folder, in this process: onnx, fp16, int8, trt, trt-fp16 (comma-separated, e.g. onnx,fp16). A failed check exits 6; the trained run is kept."),
     cache_dir: Optional[Path] = typer.Option(None, help="Decoded-image cache folder (default: $SYMNETS_CACHE_DIR or ~/.cache/symnets-deploy/decoded)."),
 ) -> None:
-    """Train a SymNet (or the source-only baseline) and write the run folder."""
+    """Train a SymNet (or the source-only baseline) and write the run folder; with --export, also its checked artifacts."""
+    import time
+
     from symnets_deploy.cli.progress import TrainProgress, console
     from symnets_deploy.errors import UsageError
     from symnets_deploy.train.config import TrainConfig, resumed_config
     from symnets_deploy.train.run_folder import new_run_folder, point_latest
     from symnets_deploy.train.trainer import train as run_training
 
+    started = time.perf_counter()
+    exports = _export_plan(export)  # names and TensorRT checked before any folder or training
     # data_root is stored absolute: export reads it back for its check images, maybe from another folder.
     values = dict(
         source=source, target=target, data_root=str(data_root.resolve()) if data_root else None, dataset=dataset, backbone=backbone,
@@ -79,8 +84,46 @@ def train(
             point_latest(Path(config.out))  # so that `--resume runs/latest` finds an interrupted run
     if overwrite and resume is not None:
         raise UsageError("--overwrite starts a new run; --resume continues one: give only one")
-    result = run_training(config, TrainProgress(), resume=resume is not None, overwrite=overwrite)
+    finished = []
+    result = run_training(config, TrainProgress(), resume=resume is not None, overwrite=overwrite, on_finished=finished.append)
     typer.echo(
         f"{result.source} -> {result.target} ({result.method}, {result.backbone}): target acc Ct {100 * result.target_acc_ct:.2f}%, "
         f"Cs {100 * result.target_acc_cs:.2f}% | {result.iterations} it in {result.seconds:.1f}s, {result.images_per_s:.1f} img/s | {result.out}"
     )
+    if exports and finished:
+        _export_after_training(exports, finished[0], Path(config.out), started)
+
+
+def _export_plan(text: Optional[str]):
+    """``(names, environment)`` of ``--export``, validated now; None without it."""
+    if not text:
+        return None
+    from symnets_deploy.export.variants import parse_variants, preflight
+
+    names = parse_variants(text)
+    return names, preflight(names)
+
+
+def _export_after_training(exports, trained, out: Path, started: float) -> None:
+    """Export and check each variant, print one summary, and exit 6 if any check failed."""
+    import time
+
+    from symnets_deploy.cli.progress import console
+    from symnets_deploy.errors import EquivalenceError
+    from symnets_deploy.export.variants import check_images, export_trained
+
+    names, env = exports
+    images = check_images(trained.images, trained.labels, trained.paths, trained.target_folder)
+    outcomes = export_trained(trained.model, trained.card, images, names, out, env, stage=console.log)
+    stages = {**trained.seconds, **{f"export {o.name}": o.seconds for o in outcomes}}
+    typer.echo("stages: " + ", ".join(f"{name} {sec:.1f}s" for name, sec in stages.items()) + f" | total {time.perf_counter() - started:.1f}s")
+    for o in outcomes:
+        if o.produced is not None:
+            accuracy = (o.produced.accuracy or {}).get(o.produced.report.comparisons[0].candidate)
+            score = f", accuracy {100 * accuracy['accuracy']:.2f}% ({accuracy['correct']}/{accuracy['images']})" if accuracy else ""
+            typer.echo(f"{o.name}: {o.path} passed on {o.produced.report.num_images} images{score} | report {o.produced.report_path}")
+        else:
+            typer.echo(f"{o.name}: FAILED: {o.error}")
+    failed = [o.name for o in outcomes if o.error is not None]
+    if failed:
+        raise EquivalenceError(f"{', '.join(failed)}: equivalence check failed (see above); the trained run and the other artifacts are kept in {out}")

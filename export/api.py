@@ -22,6 +22,7 @@ from symnets_deploy.export.onnx import DEFAULT_OPSET, MIN_OPSET, load_exported_f
 from symnets_deploy.export.sources import CheckpointSource, OnnxSource
 from symnets_deploy.export.tolerances import tolerance_for
 from symnets_deploy.export.trt import DEFAULT_WORKSPACE_MIB, TrtProfile
+from symnets_deploy.export.variants import artifact_name
 from symnets_deploy.train.checkpoint import model_from_checkpoint, weights_sha256
 
 
@@ -108,8 +109,7 @@ class ExportConfig:
             return Path.cwd() / f"{Path(self.from_onnx).stem}.{self.precision}.onnx"
         ckpt = Path(self.checkpoint)
         folder = ckpt if ckpt.is_dir() else ckpt.parent
-        infix = "" if self.precision == Precision.fp32.value else f".{self.precision}"
-        return folder / f"model{infix}{F.FORMATS[ExportFormat(self.format)].suffix}"
+        return folder / artifact_name(ExportFormat(self.format), Precision(self.precision))
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

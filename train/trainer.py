@@ -12,7 +12,7 @@ import signal
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import torch
 
@@ -62,6 +62,27 @@ class TrainResult:
     target_images: int
     device: str
     out: str
+
+
+@dataclass(frozen=True)
+class Trained:
+    """A finished run still in memory, for work in the same process (``symnets train --export``).
+
+    Attributes:
+        model: the trained network, fp32, eval mode, on the CPU (the weights of ``last.pt``).
+        card: the card ``last.pt`` carries (final metrics included).
+        images: the whole target domain through the runtime's preprocessing, uint8 [N,3,S,S].
+        labels: their class indices [N]; ``paths``: their files, in the same order.
+        seconds: wall seconds of each stage so far ("setup", "decode", "train", "evaluate").
+    """
+
+    model: SymNet
+    card: ModelCard
+    images: torch.Tensor
+    labels: torch.Tensor
+    paths: tuple[Path, ...]
+    target_folder: Path
+    seconds: dict[str, float]
 
 
 def resolve_device(name: str) -> torch.device:
@@ -142,7 +163,10 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
     atomic_write(path, lambda tmp: tmp.write_text(json.dumps(data, indent=2) + "\n"))
 
 
-def train(config: TrainConfig, reporter: Optional[Reporter] = None, *, resume: bool = False, overwrite: bool = False, stop_at: Optional[int] = None) -> TrainResult:
+def train(
+    config: TrainConfig, reporter: Optional[Reporter] = None, *, resume: bool = False, overwrite: bool = False,
+    stop_at: Optional[int] = None, on_finished: Optional[Callable[[Trained], None]] = None,
+) -> TrainResult:
     """Run (or continue) a training described by ``config``.
 
     Args:
@@ -152,6 +176,8 @@ def train(config: TrainConfig, reporter: Optional[Reporter] = None, *, resume: b
             (refused when it belongs to another run, configuration or set of classes).
         overwrite: a new run may replace the run already in ``config.out`` (else refused).
         stop_at: stop (with a checkpoint) after this many iterations, as an interruption would.
+        on_finished: called with the finished run (``Trained``) once ``last.pt`` and
+            ``summary.json`` are written; not called when the run stops early.
 
     Returns:
         The final summary (also written to ``summary.json``).
@@ -160,6 +186,8 @@ def train(config: TrainConfig, reporter: Optional[Reporter] = None, *, resume: b
         UsageError: bad data or device; ArtifactError: unreadable checkpoint on resume.
     """
     reporter = reporter or Reporter()
+    clock = time.perf_counter()
+    stage_seconds: dict[str, float] = {}
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     device = resolve_device(config.device)
@@ -186,6 +214,7 @@ def train(config: TrainConfig, reporter: Optional[Reporter] = None, *, resume: b
     _write_json(out / "config.json", {**config.to_dict(), "run_id": run_id})
     log = _MetricsLog(out / "metrics.jsonl", start)
 
+    stage_seconds["setup"] = time.perf_counter() - clock
     reporter.stage(f"decoding {len(source.samples)} source and {len(target.samples)} target images ({placement.name} data path)")
     resize = D.train_resize(config.image_size)
     cache_dir = (Path(config.cache_dir) if config.cache_dir else default_cache_dir()) if config.cache else None
@@ -209,6 +238,7 @@ def train(config: TrainConfig, reporter: Optional[Reporter] = None, *, resume: b
 
     images_per_iter = config.batch_size * (2 if config.method == Method.symnets else 1)
     end = config.iterations if stop_at is None else min(config.iterations, stop_at)
+    stage_seconds["decode"] = time.perf_counter() - clock - stage_seconds["setup"]
     model.train()
     step = make_step(model, optimizer, config, placement)
     reporter.stage(f"training ({step.name} step, {placement.name} data path)")
@@ -257,12 +287,21 @@ def train(config: TrainConfig, reporter: Optional[Reporter] = None, *, resume: b
         reporter.stop()
         return _summary(config, eval_metrics, end - start, seconds, images_per_iter, K, len(target.samples), device, out, write=False)
 
+    stage_seconds["train"] = time.perf_counter() - t0
     reporter.stage("evaluating on the whole target domain")
     eval_metrics = evaluate(model, eval_images, eval_labels, config.eval_batch_size, placement)
     log.write({"iteration": end, **eval_metrics})
     result = _summary(config, eval_metrics, end - start, seconds, images_per_iter, K, len(target.samples), device, out, write=True)
-    checkpoint(end, {"target_acc_ct": result.target_acc_ct, "target_acc_cs": result.target_acc_cs})
+    final = {"target_acc_ct": result.target_acc_ct, "target_acc_cs": result.target_acc_cs}
+    checkpoint(end, final)
+    stage_seconds["evaluate"] = time.perf_counter() - t0 - stage_seconds["train"]
     reporter.stop()
+    if on_finished is not None:
+        model = model.to("cpu", memory_format=torch.contiguous_format).float().eval()
+        on_finished(Trained(
+            model, make_card(config, source.class_names, final), eval_images, eval_labels,
+            tuple(path for path, _ in target.samples), target.root, stage_seconds,
+        ))
     return result
 
 
