@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -45,6 +47,8 @@ def run_one(args, task: str, method: str, seed: int, out_root: Path) -> dict:
         "acc_cs": round(100 * r.target_acc_cs, 2), "iterations": r.iterations, "batch_size": args.batch_size,
         "backbone": args.backbone, "seconds": r.seconds, "images_per_s": r.images_per_s,
         "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else "none (CPU)",
+        "torch": torch.__version__, "commit": os.environ.get("SYMNETS_COMMIT", "unknown"),
+        **({"data": args.data_note} if args.data_note else {}),
     }
 
 
@@ -59,6 +63,8 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--json", default=None, help="write the rows here (appending to rows already there)")
+    parser.add_argument("--keep", type=Path, default=None, help="copy each run's config.json, metrics.jsonl and summary.json here")
+    parser.add_argument("--data-note", default="", help="how the images were prepared, recorded in each row")
     args = parser.parse_args()
     rows = []
     existing = json.loads(Path(args.json).read_text()) if args.json and Path(args.json).is_file() else []
@@ -67,6 +73,11 @@ def main() -> None:
             for method in args.methods.split(","):
                 for seed in (int(s) for s in args.seeds.split(",")):
                     rows.append(run_one(args, task, method, seed, Path(tmp)))
+                    if args.keep:
+                        run = Path(tmp) / f"{task}-{method}-{seed}"
+                        (args.keep / run.name).mkdir(parents=True, exist_ok=True)
+                        for name in ("config.json", "metrics.jsonl", "summary.json"):
+                            shutil.copy(run / name, args.keep / run.name / name)
                     print(json.dumps(rows[-1]), flush=True)
                     if args.json:  # after every run, so a cut-off job keeps what it measured
                         atomic_write(Path(args.json), lambda p: p.write_text(json.dumps(existing + rows, indent=1) + "\n"))

@@ -134,7 +134,7 @@ def whole_process(args, out: Path) -> dict:
     steps = [r for r in records if "images_per_s" in r]
     per_iter = args.batch_size * 2
     seconds = [(r["iteration"] - prev) * per_iter / r["images_per_s"] for prev, r in zip([0] + [s["iteration"] for s in steps], steps)]
-    steady = sum((r["iteration"] - prev) * per_iter for prev, r in zip([s["iteration"] for s in steps], steps[1:])) / max(sum(seconds[1:]), 1e-9)
+    steady = sum((r["iteration"] - prev) * per_iter for prev, r in zip([s["iteration"] for s in steps], steps[1:])) / sum(seconds[1:]) if len(steps) > 1 else float("nan")
     summary = json.loads((out / "summary.json").read_text())
     return {"steady": steady, "warmup": seconds[0], "loop": summary["seconds"], "wall": wall, "acc": summary["target_acc_ct"]}
 
@@ -151,6 +151,7 @@ def main() -> None:
     parser.add_argument("--train-iterations", type=int, default=1000, help="iterations of the whole symnets train row")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--compile-cpu", action="store_true", help="also time torch.compile on a CPU (slow to compile)")
+    parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile row, also on CUDA")
     parser.add_argument("--train-args", nargs=argparse.REMAINDER, default=[], help="extra symnets train options, e.g. --no-cuda-graph")
     args = parser.parse_args()
     device = resolve_device(args.device)
@@ -160,8 +161,9 @@ def main() -> None:
     rows = [("(a) eager step alone (random tensors)", *step_alone("eager", config, num_classes, args.iterations))]
     label = "(b) CUDA-graph step alone" if device.type == "cuda" else "(b) CUDA-graph step body, not captured (CPU)"
     rows.append((label, *step_alone("graph", config, num_classes, args.iterations)))
-    if device.type == "cuda" or args.compile_cpu:
-        rows.append(('(b2) torch.compile(mode="reduce-overhead") step alone', *step_alone("compile", config, num_classes, args.iterations)))
+    if (device.type == "cuda" or args.compile_cpu) and not args.no_compile:
+        mode = "reduce-overhead" if device.type == "cuda" else "default, CPU"
+        rows.append((f"(b2) torch.compile (mode {mode}) step alone", *step_alone("compile", config, num_classes, args.iterations)))
     with tempfile.TemporaryDirectory() as tmp:
         run = whole_process(args, Path(tmp) / "run")
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
