@@ -38,3 +38,7 @@ echo "== 3. accuracy: A->W, D->A, W->A, SymNets, seed 0 (the rows of 2026-11-27 
 python3 "$BENCH/office_accuracy.py" --data-root "$DATA" --device "$DEVICE" --backbone "$BACKBONE" --iterations "$ITERATIONS" --batch-size "$BATCH" \
     --tasks "${TASKS:-A-W,D-A,W-A}" --methods "${METHODS:-symnets}" --seeds 0 --data-note "$NOTE" --keep "$OUT/runs" \
     --json "$OUT/results.json" 2>&1 | tee "$OUT/accuracy.log" | tail -8
+
+echo "== 4. resnet50 (random init: speed only), eager vs CUDA-graph step alone =="
+python3 "$BENCH/train_throughput.py" --data-root "$DATA" --device "$DEVICE" --backbone "${BACKBONE_2:-resnet50}" --batch-size "$BATCH" \
+    --iterations "${TIMED:-200}" --random-init --no-train --no-compile 2>&1 | tail -7 | tee "$OUT/throughput_resnet50.md"

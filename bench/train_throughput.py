@@ -77,10 +77,14 @@ def _step(kind: str, config: TrainConfig, num_classes: int, device: torch.device
     return model, compiled
 
 
-def step_alone(kind: str, config: TrainConfig, num_classes: int, iterations: int) -> tuple[float, float]:
-    """(images/s after the warm-up window, seconds to the end of iteration 10) of one step kind."""
+def step_alone(kind: str, config: TrainConfig, num_classes: int, iterations: int, *, cudnn_benchmark: bool = True) -> tuple[float, float]:
+    """(images/s after the warm-up window, seconds to the end of iteration 10) of one step kind.
+
+    ``cudnn_benchmark``: as the trainer sets it on CUDA (autotuning every convolution shape at its
+    first use, a suspect for the long warm-up); False measures cuDNN's heuristics instead.
+    """
     device = resolve_device(config.device)
-    torch.backends.cudnn.benchmark = device.type == "cuda"
+    torch.backends.cudnn.benchmark = device.type == "cuda" and cudnn_benchmark
     _model, step = _step(kind, config, num_classes, device)
     x_s, y_s, x_t = _inputs(config, num_classes, device)
     lrs = [config.lr, config.lr * config.backbone_lr_mult]
@@ -152,28 +156,36 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--compile-cpu", action="store_true", help="also time torch.compile on a CPU (slow to compile)")
     parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile row, also on CUDA")
+    parser.add_argument("--no-train", action="store_true", help="skip the whole symnets train row (c)")
+    parser.add_argument("--random-init", action="store_true", help="random backbone weights (speed only; resnet50's ImageNet weights need a download)")
     parser.add_argument("--train-args", nargs=argparse.REMAINDER, default=[], help="extra symnets train options, e.g. --no-cuda-graph")
     args = parser.parse_args()
     device = resolve_device(args.device)
     num_classes = len([p for p in (Path(args.data_root) / args.source).iterdir() if p.is_dir()])
     config = TrainConfig(source=args.source, target=args.target, data_root=args.data_root, backbone=args.backbone,
-                         batch_size=args.batch_size, image_size=args.image_size, device=args.device, out="unused")
+                         batch_size=args.batch_size, image_size=args.image_size, device=args.device, out="unused",
+                         **({"weights": None} if args.random_init else {}))
     rows = [("(a) eager step alone (random tensors)", *step_alone("eager", config, num_classes, args.iterations))]
     label = "(b) CUDA-graph step alone" if device.type == "cuda" else "(b) CUDA-graph step body, not captured (CPU)"
     rows.append((label, *step_alone("graph", config, num_classes, args.iterations)))
+    if device.type == "cuda":
+        rows.append(("(b) CUDA-graph step alone, cudnn.benchmark off", *step_alone("graph", config, num_classes, args.iterations, cudnn_benchmark=False)))
     if (device.type == "cuda" or args.compile_cpu) and not args.no_compile:
         mode = "reduce-overhead" if device.type == "cuda" else "default, CPU"
         rows.append((f"(b2) torch.compile (mode {mode}) step alone", *step_alone("compile", config, num_classes, args.iterations)))
-    with tempfile.TemporaryDirectory() as tmp:
-        run = whole_process(args, Path(tmp) / "run")
+    run = None
+    if not args.no_train:
+        with tempfile.TemporaryDirectory() as tmp:
+            run = whole_process(args, Path(tmp) / "run")
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
     print(f"\n{args.backbone}, {args.batch_size}+{args.batch_size} images/iteration, {args.source}->{args.target}, {name}, torch {torch.__version__}")
     print("| measurement | images/s | vs (a) | s to iteration 10 |")
     print("|---|---|---|---|")
     for label, rate, warmup in rows:
         print(f"| {label} | {rate:,.0f} | {rate / rows[0][1]:.2f} | {warmup:.2f} |")
-    print(f"| (c) whole symnets train, {args.train_iterations} iterations (steady) | {run['steady']:,.0f} | {run['steady'] / rows[0][1]:.2f} | {run['warmup']:.2f} |")
-    print(f"\n(c): loop {run['loop']:.1f} s, process wall {run['wall']:.1f} s, target acc Ct {100 * run['acc']:.2f} %")
+    if run is not None:
+        print(f"| (c) whole symnets train, {args.train_iterations} iterations (steady) | {run['steady']:,.0f} | {run['steady'] / rows[0][1]:.2f} | {run['warmup']:.2f} |")
+        print(f"\n(c): loop {run['loop']:.1f} s, process wall {run['wall']:.1f} s, target acc Ct {100 * run['acc']:.2f} %")
     if device.type == "cuda":
         print(f"check: {graph_check(config, num_classes)}")
 
