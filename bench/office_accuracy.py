@@ -47,7 +47,7 @@ def run_one(args, task: str, method: str, seed: int, out_root: Path) -> dict:
         "acc_cs": round(100 * r.target_acc_cs, 2), "iterations": r.iterations, "batch_size": args.batch_size,
         "backbone": args.backbone, "seconds": r.seconds, "images_per_s": r.images_per_s,
         "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else "none (CPU)",
-        "torch": torch.__version__, "commit": os.environ.get("SYMNETS_COMMIT", "unknown"),
+        "torch": torch.__version__, "commit": os.environ.get("SYMNETS_COMMIT", "unknown"), "step": r.step,
         **({"data": args.data_note} if args.data_note else {}),
     }
 

@@ -133,18 +133,19 @@ class GraphedStep:
         return self._body()
 
     def _capture(self) -> Terms:
-        torch.cuda.synchronize(self.placement.device)
-        graph = torch.cuda.CUDAGraph()
-        self.optimizer.zero_grad(set_to_none=True)  # the captured backward allocates .grad in the graph's pool
         try:
+            torch.cuda.synchronize(self.placement.device)
+            graph = torch.cuda.CUDAGraph()
+            self.optimizer.zero_grad(set_to_none=True)  # the captured backward allocates .grad in the graph's pool
             with torch.cuda.graph(graph):
                 outputs = self._body()
         except Exception as exc:  # noqa: BLE001 - any capture failure: keep training, eagerly
             self.fallback = " ".join(str(exc).split())[:200]
             warnings.warn(f"CUDA graph capture failed ({self.fallback}); training continues eagerly", RuntimeWarning, stacklevel=3)
             self.optimizer.zero_grad(set_to_none=True)
-            torch.cuda.synchronize(self.placement.device)
-            return self._eager()  # the capture ran nothing: this iteration is still to do
+            if self.placement.device.type == "cuda":
+                torch.cuda.synchronize(self.placement.device)
+            return self._eager()  # a capture runs nothing: this iteration is still to do
         self.graph, self.outputs = graph, outputs
         graph.replay()
         return outputs
@@ -173,6 +174,8 @@ class GraphedStep:
     def _warm_up(self) -> Terms:
         # On a side stream, as PyTorch's whole-network capture recipe does: lazily created
         # per-stream state (library handles, workspaces) is then not created inside the capture.
+        if self.placement.device.type != "cuda":
+            return self._eager()
         side, current = torch.cuda.Stream(self.placement.device), torch.cuda.current_stream(self.placement.device)
         side.wait_stream(current)
         with torch.cuda.stream(side):

@@ -62,6 +62,7 @@ class TrainResult:
     target_images: int
     device: str
     out: str
+    step: str = "eager"  # "cuda-graph", or why its capture failed and the run went on eagerly
 
 
 @dataclass(frozen=True)
@@ -285,13 +286,13 @@ def train(
     if end < config.iterations:
         checkpoint(end, {})
         reporter.stop()
-        return _summary(config, eval_metrics, end - start, seconds, images_per_iter, K, len(target.samples), device, out, write=False)
+        return _summary(config, eval_metrics, end - start, seconds, images_per_iter, K, len(target.samples), device, out, _step_used(step), write=False)
 
     stage_seconds["train"] = time.perf_counter() - t0
     reporter.stage("evaluating on the whole target domain")
     eval_metrics = evaluate(model, eval_images, eval_labels, config.eval_batch_size, placement)
     log.write({"iteration": end, **eval_metrics})
-    result = _summary(config, eval_metrics, end - start, seconds, images_per_iter, K, len(target.samples), device, out, write=True)
+    result = _summary(config, eval_metrics, end - start, seconds, images_per_iter, K, len(target.samples), device, out, _step_used(step), write=True)
     final = {"target_acc_ct": result.target_acc_ct, "target_acc_cs": result.target_acc_cs}
     checkpoint(end, final)
     stage_seconds["evaluate"] = time.perf_counter() - t0 - stage_seconds["train"]
@@ -305,13 +306,18 @@ def train(
     return result
 
 
-def _summary(config, metrics, iterations, seconds, images_per_iter, K, n_target, device, out, *, write) -> TrainResult:
+def _step_used(step) -> str:
+    fallback = getattr(step, "fallback", None)
+    return f"eager (CUDA graph capture failed: {fallback})" if fallback else step.name
+
+
+def _summary(config, metrics, iterations, seconds, images_per_iter, K, n_target, device, out, step, *, write) -> TrainResult:
     result = TrainResult(
         target_acc_ct=metrics.get("acc_ct", float("nan")), target_acc_cs=metrics.get("acc_cs", float("nan")),
         target_acc_paired=metrics.get("acc_paired", float("nan")), iterations=config.iterations, seconds=round(seconds, 3),
         images_per_s=round(iterations * images_per_iter / max(seconds, 1e-9), 2), method=config.method, ablation=config.ablation,
         backbone=config.backbone, source=config.source, target=config.target, num_classes=K, target_images=n_target,
-        device=str(device), out=str(out),
+        device=str(device), out=str(out), step=step,
     )
     if write:
         _write_json(out / "summary.json", asdict(result))
