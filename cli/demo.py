@@ -6,11 +6,11 @@ from pathlib import Path
 
 import typer
 
-from symnets_deploy.cli.main import app, handle_errors
+from symnets_deploy.cli.main import command, handle_errors
 from symnets_deploy.enums import Device
 
 
-@app.command()
+@command()
 @handle_errors
 def demo(
     out: Path = typer.Option(Path("symnets-demo"), help="Folder for the generated dataset, the run, the ONNX model and the predictions."),

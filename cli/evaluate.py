@@ -9,11 +9,11 @@ import typer
 
 from symnets_deploy.backends.ort import Provider
 from symnets_deploy.cli import options
-from symnets_deploy.cli.main import app, handle_errors
+from symnets_deploy.cli.main import command, handle_errors
 from symnets_deploy.enums import Device
 
 
-@app.command()
+@command()
 @handle_errors
 def evaluate(
     artifact: Path = typer.Argument(..., help="model.onnx or model.plan (with its .plan.json sidecar)."),

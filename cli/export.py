@@ -7,35 +7,36 @@ from typing import Optional
 
 import typer
 
-from symnets_deploy.cli.main import app, handle_errors
+from symnets_deploy.cli.main import command, handle_errors
 from symnets_deploy.export.calibration import DEFAULT_MAX_IMAGES
 from symnets_deploy.export.int8 import DEFAULT_CALIBRATION_SIZE
 from symnets_deploy.enums import ExportFormat, Head, Precision
 
+SOURCE, ARTIFACT, CHECK, TENSORRT = "Source", "Artifact", "Check", "TensorRT (--format trt)"
 
-@app.command()
+
+@command()
 @handle_errors
 def export(
-    checkpoint: Optional[Path] = typer.Option(None, help="Checkpoint to export: RUN_DIR/last.pt (or the run folder)."),
-    from_onnx: Optional[Path] = typer.Option(None, help="Instead of --checkpoint: an fp32 model.onnx from 'symnets export' to convert to fp16 or int8."),
-    format: ExportFormat = typer.Option(ExportFormat.onnx, "--format", help="onnx (ONNX Runtime, any machine) or trt (TensorRT engine; needs TensorRT and an NVIDIA GPU)."),
-    precision: Precision = typer.Option(Precision.fp32, help="fp32; fp16 (GPUs, TensorRT); int8 (CPUs: ONNX Runtime static quantization). I/O stays float32."),
-    head: Optional[Head] = typer.Option(None, help="Deployed classifier: ct (target), cs (source), paired (default: the checkpoint's, normally ct)."),
-    output: Optional[Path] = typer.Option(None, help="Artifact file (default: model[.fp16|.int8].onnx|plan next to the checkpoint, NAME.PRECISION.onnx in the current folder for --from-onnx)."),
-    calibration_images: Optional[Path] = typer.Option(None, help="Real target-domain images for the check and int8 calibration (default: the card's target domain)."),
-    max_images: int = typer.Option(DEFAULT_MAX_IMAGES, help="At most this many images in the check (evenly spread, deterministic)."),
-    calibration_size: Optional[int] = typer.Option(None, help=f"int8: images of the check set that calibrate activations (default {DEFAULT_CALIBRATION_SIZE})."),
-    min_batch: Optional[int] = typer.Option(None, help="TensorRT profile: smallest batch (default 1)."),
-    opt_batch: Optional[int] = typer.Option(None, help="TensorRT profile: batch to optimise for (default 8)."),
-    max_batch: Optional[int] = typer.Option(None, help="TensorRT profile: largest batch (default 32)."),
-    opset: int = typer.Option(18, help="ONNX opset (18 or newer)."),
-    workspace_mib: int = typer.Option(1024, help="TensorRT builder workspace limit, MiB."),
-    timing_cache: Optional[Path] = typer.Option(None, help="TensorRT timing cache file, reused across builds (default: under ~/.cache/symnets-deploy)."),
+    checkpoint: Optional[Path] = typer.Option(None, help="RUN_DIR/last.pt (or the run folder) to export.", rich_help_panel=SOURCE),
+    from_onnx: Optional[Path] = typer.Option(None, help="Or: an fp32 model.onnx of this package to convert.", rich_help_panel=SOURCE),
+    format: ExportFormat = typer.Option(ExportFormat.onnx, "--format", help="onnx (any machine) or trt (NVIDIA GPU).", rich_help_panel=ARTIFACT),
+    precision: Precision = typer.Option(Precision.fp32, help="fp16 for GPUs, int8 for CPUs.", rich_help_panel=ARTIFACT),
+    head: Optional[Head] = typer.Option(None, help="Deployed classifier (default: the card's, ct).", rich_help_panel=ARTIFACT),
+    output: Optional[Path] = typer.Option(None, help="Artifact file (default: model[.PRECISION].onnx|plan).", rich_help_panel=ARTIFACT),
+    opset: int = typer.Option(18, metavar="N", help="ONNX opset (18 or newer).", rich_help_panel=ARTIFACT),
+    calibration_images: Optional[Path] = typer.Option(None, help="Images for the check (default: the target domain).", rich_help_panel=CHECK),
+    max_images: int = typer.Option(DEFAULT_MAX_IMAGES, metavar="N", help="At most this many check images.", rich_help_panel=CHECK),
+    calibration_size: Optional[int] = typer.Option(None, metavar="N", help=f"int8: check images that calibrate (default {DEFAULT_CALIBRATION_SIZE}).", rich_help_panel=CHECK),
+    min_batch: Optional[int] = typer.Option(None, metavar="N", help="Smallest batch (default 1).", rich_help_panel=TENSORRT),
+    opt_batch: Optional[int] = typer.Option(None, metavar="N", help="Batch to optimise for (default 8).", rich_help_panel=TENSORRT),
+    max_batch: Optional[int] = typer.Option(None, metavar="N", help="Largest batch (default 32).", rich_help_panel=TENSORRT),
+    workspace_mib: int = typer.Option(1024, metavar="MIB", help="Builder workspace limit.", rich_help_panel=TENSORRT),
+    timing_cache: Optional[Path] = typer.Option(None, help="Timing cache file (default: under ~/.cache).", rich_help_panel=TENSORRT),
 ) -> None:
     """Export a checkpoint and prove the artifact computes the checkpoint's function on real images.
 
-    With --from-onnx, convert an fp32 ONNX made by this package to fp16 or int8 and check it against
-    that ONNX. A failed check exits with code 6 and leaves only the report (<artifact>.verify.json).
+    The check runs the artifact and its reference on the target domain's images (or --calibration-images) and writes <artifact>.verify.json; a failed check exits 6 and places no artifact. fp16 is for NVIDIA GPUs (onnxruntime-gpu, TensorRT), int8 (ONNX Runtime static quantization) for CPUs; inputs and outputs stay float32. With --from-onnx, an fp32 ONNX made by this package is converted to fp16 or int8 and checked against that ONNX. --format trt builds a TensorRT engine with a .plan.json sidecar; it needs TensorRT and the GPU it will run on.
     """
     from symnets_deploy.cli.progress import console
     from symnets_deploy.export.api import ExportConfig, run_export

@@ -11,18 +11,68 @@ import sys
 from typing import Callable, Optional
 
 import typer
+from typer.core import TyperCommand, TyperGroup
 
 from symnets_deploy import __version__
 from symnets_deploy.errors import SymnetsError
 
+
+class SymnetsGroup(TyperGroup):
+    """Typer's group, with usage errors (bad choice, missing option) printed like every other error.
+
+    Typer would draw them in a box over several lines, with its own "Value error," inside; here
+    they are one ``error: ...`` line on stderr with exit code 2, the project's form (STYLE.md 6).
+    """
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        from typer._click import exceptions as click_errors
+
+        try:
+            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click_errors.NoArgsIsHelpError:
+            code = 2  # the help was printed
+        except click_errors.ClickException as err:
+            message = " ".join(err.format_message().replace("Value error, ", "").split())
+            command = getattr(getattr(err, "ctx", None), "command_path", None)
+            typer.echo(f"error: {message}" + (f" (see '{command} --help')" if command else ""), err=True)
+            code = err.exit_code
+        except typer.Abort:
+            typer.echo("error: aborted", err=True)
+            code = 1
+        if not standalone_mode:
+            return code
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+class SymnetsCommand(TyperCommand):
+    """Typer's command without a ``<bool>`` type column for flags (``--help``, ``--overwrite``...)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        for param in self.params:
+            if getattr(param, "is_flag", False) and param.metavar is None:
+                param.metavar = ""
+
+    def get_help_option(self, ctx):
+        option = super().get_help_option(ctx)
+        if option is not None:
+            option.metavar = ""
+        return option
+
+
 app = typer.Typer(
     name="symnets",
+    cls=SymnetsGroup,
     help="SymNets unsupervised domain adaptation: train on labeled source + unlabeled target images, "
     "export to ONNX / TensorRT with equivalence checks, predict without PyTorch.",
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,
     add_completion=False,
 )
+
+
+#: ``@command()`` registers a ``symnets`` sub-command (use it instead of ``@app.command()``).
+command = functools.partial(app.command, cls=SymnetsCommand)
 
 
 def fail(err: SymnetsError) -> typer.Exit:

@@ -1,4 +1,4 @@
-"""Options shared by the commands that run an artifact (``predict``, ``evaluate``), defined once."""
+"""Options shared by the commands that run an artifact (``predict``, ``evaluate``), and the help panels, defined once."""
 
 from __future__ import annotations
 
@@ -6,7 +6,10 @@ import typer
 
 from symnets_deploy.enums import Device
 
-BATCH_SIZE = typer.Option(16, "--batch-size", min=1, help="Images per inference call (fitted into a TensorRT profile).")
-DEVICE = typer.Option(Device.auto, help="auto: TensorRT/CUDA when available, else CPU.")
-PROVIDER = typer.Option(None, case_sensitive=False, help="ONNX Runtime execution provider (overrides --device).")
-THREADS = typer.Option(0, min=0, help="Inference threads in total (0: one per CPU core).")
+#: Help panels: options are grouped under these titles in ``--help``.
+RUNTIME = "Runtime"
+
+BATCH_SIZE = typer.Option(16, "--batch-size", min=1, metavar="N", help="Images per inference call.", rich_help_panel=RUNTIME)
+DEVICE = typer.Option(Device.auto, help="auto: TensorRT/CUDA when available, else CPU.", rich_help_panel=RUNTIME)
+PROVIDER = typer.Option(None, case_sensitive=False, metavar="NAME", help="ONNX Runtime provider: tensorrt, cuda or cpu (overrides --device).", rich_help_panel=RUNTIME)
+THREADS = typer.Option(0, min=0, metavar="N", help="Inference threads in total (0: one per CPU core).", rich_help_panel=RUNTIME)

@@ -10,25 +10,30 @@ import typer
 
 from symnets_deploy.backends.ort import Provider
 from symnets_deploy.cli import options
-from symnets_deploy.cli.main import app, handle_errors
+from symnets_deploy.cli.main import command, handle_errors
 from symnets_deploy.enums import Device, OutputFormat
 
+INPUT, OUTPUT = "Input", "Output"
 
-@app.command()
+
+@command()
 @handle_errors
 def predict(
-    inputs: List[str] = typer.Argument(..., help="Image files, folders, @list or .txt files of paths, or - to read paths from stdin."),
-    engine: Path = typer.Option(..., "--engine", "-e", help="model.onnx (ONNX Runtime) or model.plan (TensorRT, with its .plan.json sidecar)."),
-    output: str = typer.Option("-", "--output", "-o", help="preds.csv, preds.jsonl, or - for stdout. Files are written atomically."),
-    fmt: Optional[OutputFormat] = typer.Option(None, "--format", help="csv or jsonl (default: from the --output suffix; csv for stdout)."),
-    top_k: int = typer.Option(5, "--top-k", min=1, help="Classes listed per image, most probable first."),
+    inputs: List[str] = typer.Argument(..., help="Images, folders, @list or .txt files of paths, or - (stdin)."),
+    engine: Path = typer.Option(..., "--engine", "-e", help="model.onnx or model.plan (with its .plan.json)."),
+    output: str = typer.Option("-", "--output", "-o", help="preds.csv, preds.jsonl, or - for stdout.", rich_help_panel=OUTPUT),
+    fmt: Optional[OutputFormat] = typer.Option(None, "--format", help="Default: from the --output suffix; csv for stdout.", rich_help_panel=OUTPUT),
+    top_k: int = typer.Option(5, "--top-k", min=1, metavar="K", help="Classes per image, most probable first.", rich_help_panel=OUTPUT),
     batch_size: int = options.BATCH_SIZE,
     device: Device = options.DEVICE,
     provider: Optional[Provider] = options.PROVIDER,
     threads: int = options.THREADS,
-    recursive: bool = typer.Option(True, "--recursive/--no-recursive", help="Scan sub-folders of folder inputs."),
+    recursive: bool = typer.Option(True, "--recursive/--no-recursive", help="Scan sub-folders of folder inputs.", rich_help_panel=INPUT),
 ) -> None:
-    """Predict a label for every image; one output row per file, failures included (exit code 3)."""
+    """Predict a label for every image with an exported model, without PyTorch.
+
+    One output row per file, in input order; files that cannot be read or decoded get an error row and the command exits 3. Output files are written atomically. Classes, input size and preprocessing come from the model card inside the artifact.
+    """
     from symnets_deploy.errors import PartialFailure, UsageError
     from symnets_deploy.inputs import collect_paths
     from symnets_deploy.predictor import Predictor

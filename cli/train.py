@@ -7,49 +7,57 @@ from typing import Optional
 
 import typer
 
-from symnets_deploy.cli.main import app, handle_errors
+from symnets_deploy.cli.main import command, handle_errors
 from symnets_deploy.enums import Ablation, Device, Head, Method
 from symnets_deploy.train.config import DEFAULTS as D
 
+DATA, MODEL, OPTIMISATION, SCHEDULE, OUTPUT, ADVANCED = "Data", "Model", "Optimisation", "Schedule", "Output", "Advanced"
 
-@app.command()
+
+@command()
 @handle_errors
 def train(
     ctx: typer.Context,
-    source: Optional[str] = typer.Option(None, help="Labeled source domain: a folder name under --data-root (e.g. amazon). Required unless --resume."),
-    target: Optional[str] = typer.Option(None, help="Unlabeled target domain: a folder name under --data-root (e.g. webcam). Required unless --resume."),
-    data_root: Optional[Path] = typer.Option(None, help="Dataset folder laid out as <domain>/<class>/<image>. Required unless --resume."),
-    dataset: Optional[str] = typer.Option(None, help="Check against a preset: office31, office_caltech10, office_home, imageclef."),
-    backbone: str = typer.Option(D["backbone"], help="Feature extractor G: efficientnet_lite0 (ImageNet weights ship offline), resnet50 (paper), tiny (random init, tests)."),
-    weights: Optional[Path] = typer.Option(None, help="Pretrained backbone state-dict file (default: the backbone's own ImageNet weights)."),
-    method: Method = typer.Option(Method(D["method"]), help="symnets (the paper) or source-only (baseline: G + K-way head, cross-entropy on source)."),
-    ablation: Ablation = typer.Option(Ablation(D["ablation"]), help="Paper Table 4: none, no-ct-loss, no-entropy, no-confusion, domain-confusion-only."),
-    head: Head = typer.Option(Head(D["head"]), help="Classifier the run deploys and reports: ct (target, paper default), cs, paired."),
-    iterations: int = typer.Option(D["iterations"], help="Training iterations (each: B source + B target images)."),
-    batch_size: int = typer.Option(D["batch_size"], help="B, images per domain per iteration."),
-    lr: float = typer.Option(D["lr"], help="Head learning rate lr0 (annealed as lr0 / (1 + 10 p)^0.75)."),
-    backbone_lr_mult: Optional[float] = typer.Option(None, help="G's lr as a multiple of --lr (default 0.1 when pretrained, 1.0 from scratch)."),
-    momentum: float = typer.Option(D["momentum"], help="SGD momentum (Nesterov when > 0)."),
-    weight_decay: float = typer.Option(D["weight_decay"], help="SGD weight decay."),
-    lr_alpha: float = typer.Option(D["lr_alpha"], help="lr annealing alpha: lr_p = lr0 / (1 + alpha p)^beta."),
-    lr_beta: float = typer.Option(D["lr_beta"], help="lr annealing beta."),
-    lambda_gamma: float = typer.Option(D["lambda_gamma"], help="Confusion weight schedule: lambda_p = 2 / (1 + exp(-gamma p)) - 1."),
-    image_size: Optional[int] = typer.Option(None, help="Crop side S (default: the backbone's, 224); resize is round(S*256/224)."),
-    device: Device = typer.Option(Device(D["device"]), help="auto picks CUDA when present (bf16 autocast there, fp32 on CPU)."),
-    seed: int = typer.Option(D["seed"], help="Random seed (sampling, crops, init)."),
-    out: Optional[Path] = typer.Option(None, help="Run folder: last.pt, config.json, metrics.jsonl, summary.json (default: a new runs/<date-time>, linked as runs/latest)."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace the run already in --out (otherwise a new run refuses a folder that holds one)."),
-    resume: Optional[Path] = typer.Option(None, help="Continue the run in this folder at its last checkpoint with its saved config; only a larger --iterations may be added."),
-    eval_every: int = typer.Option(D["eval_every"], help="Evaluate Cs/Ct on the whole target domain every N iterations (0: only at the end)."),
-    checkpoint_every: int = typer.Option(D["checkpoint_every"], help="Write last.pt every N iterations (0: only at the end)."),
-    log_every: int = typer.Option(D["log_every"], help="Write a metrics.jsonl record every N iterations."),
-    threads: int = typer.Option(D["threads"], help="Image decoding threads (0: one per CPU core)."),
-    cache: bool = typer.Option(D["cache"], help="Keep decoded domains on disk so the next run skips decoding (invalidated when any file changes)."),
-    cuda_graph: bool = typer.Option(D["cuda_graph"], "--cuda-graph/--no-cuda-graph", help="On CUDA, capture the whole iteration as one CUDA graph (eager if the capture fails); the CPU always runs eagerly."),
-    export: Optional[str] = typer.Option(None, "--export", help="After training, export and check these variants into the run folder, in this process: onnx, fp16, int8, trt, trt-fp16 (comma-separated, e.g. onnx,fp16). A failed check exits 6; the trained run is kept."),
-    cache_dir: Optional[Path] = typer.Option(None, help="Decoded-image cache folder (default: $SYMNETS_CACHE_DIR or ~/.cache/symnets-deploy/decoded)."),
+    source: Optional[str] = typer.Option(None, help="Labeled source domain, a folder under --data-root.", rich_help_panel=DATA),
+    target: Optional[str] = typer.Option(None, help="Unlabeled target domain, a folder under --data-root.", rich_help_panel=DATA),
+    data_root: Optional[Path] = typer.Option(None, help="Folder laid out as <domain>/<class>/<image>.", rich_help_panel=DATA),
+    dataset: Optional[str] = typer.Option(None, help="Check names against a preset: office31, office_caltech10, office_home, imageclef.", rich_help_panel=DATA),
+    backbone: str = typer.Option(D["backbone"], help="Feature extractor G: efficientnet_lite0, resnet50 or tiny.", rich_help_panel=MODEL),
+    weights: Optional[Path] = typer.Option(None, help="Backbone state-dict file (default: its ImageNet weights).", rich_help_panel=MODEL),
+    method: Method = typer.Option(Method(D["method"]), help="symnets (the paper) or source-only (baseline).", rich_help_panel=MODEL),
+    ablation: Ablation = typer.Option(Ablation(D["ablation"]), metavar="NAME", help="Paper Table 4: none, no-ct-loss, no-entropy, no-confusion, domain-confusion-only.", rich_help_panel=MODEL),
+    head: Head = typer.Option(Head(D["head"]), help="Classifier the run deploys and reports.", rich_help_panel=MODEL),
+    image_size: Optional[int] = typer.Option(None, help="Crop side S (default: the backbone's, 224).", rich_help_panel=MODEL),
+    iterations: int = typer.Option(D["iterations"], help="Iterations of B source + B target images.", rich_help_panel=OPTIMISATION),
+    batch_size: int = typer.Option(D["batch_size"], help="B, images per domain per iteration.", rich_help_panel=OPTIMISATION),
+    lr: float = typer.Option(D["lr"], help="Head learning rate lr0.", rich_help_panel=OPTIMISATION),
+    backbone_lr_mult: Optional[float] = typer.Option(None, help="G's lr / head lr (default 0.1 pretrained, 1 from scratch).", rich_help_panel=OPTIMISATION),
+    momentum: float = typer.Option(D["momentum"], help="SGD momentum (Nesterov when > 0).", rich_help_panel=OPTIMISATION),
+    weight_decay: float = typer.Option(D["weight_decay"], help="SGD weight decay.", rich_help_panel=OPTIMISATION),
+    seed: int = typer.Option(D["seed"], help="Random seed (sampling, crops, init).", rich_help_panel=OPTIMISATION),
+    lr_alpha: float = typer.Option(D["lr_alpha"], help="lr_p = lr0 / (1 + alpha p)^beta.", rich_help_panel=SCHEDULE),
+    lr_beta: float = typer.Option(D["lr_beta"], help="beta of the lr annealing.", rich_help_panel=SCHEDULE),
+    lambda_gamma: float = typer.Option(D["lambda_gamma"], help="lambda_p = 2 / (1 + exp(-gamma p)) - 1.", rich_help_panel=SCHEDULE),
+    out: Optional[Path] = typer.Option(None, help="Run folder (default: new runs/<date-time>, linked as runs/latest).", rich_help_panel=OUTPUT),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace the run already in --out.", rich_help_panel=OUTPUT),
+    resume: Optional[Path] = typer.Option(None, help="Continue this run folder with its saved options.", rich_help_panel=OUTPUT),
+    export: Optional[str] = typer.Option(None, "--export", metavar="VARIANTS", help="Then export and check: onnx, fp16, int8, trt, trt-fp16 (comma-separated).", rich_help_panel=OUTPUT),
+    report: bool = typer.Option(D["report"], help="Write report/ (plots, report.html) at the end; needs the \\[report] extra.", rich_help_panel=OUTPUT),
+    eval_every: int = typer.Option(D["eval_every"], help="Evaluate on the target every N iterations (0: at the end).", rich_help_panel=OUTPUT),
+    checkpoint_every: int = typer.Option(D["checkpoint_every"], help="Write last.pt every N iterations (0: at the end).", rich_help_panel=OUTPUT),
+    log_every: int = typer.Option(D["log_every"], help="Write a metrics.jsonl record every N iterations.", rich_help_panel=OUTPUT),
+    device: Device = typer.Option(Device(D["device"]), help="auto: CUDA when present (bf16 there, fp32 on CPU).", rich_help_panel=ADVANCED),
+    cuda_graph: bool = typer.Option(D["cuda_graph"], help="On CUDA, run each iteration as one CUDA graph.", rich_help_panel=ADVANCED),
+    threads: int = typer.Option(D["threads"], help="Image decoding threads (0: one per CPU core).", rich_help_panel=ADVANCED),
+    cache: bool = typer.Option(D["cache"], help="Keep decoded domains on disk for the next run.", rich_help_panel=ADVANCED),
+    cache_dir: Optional[Path] = typer.Option(None, help="Decoded-image cache folder (default: under ~/.cache).", rich_help_panel=ADVANCED),
 ) -> None:
-    """Train a SymNet (or the source-only baseline) and write the run folder; with --export, also its checked artifacts."""
+    """Adapt a classifier from a labeled source domain to an unlabeled target domain.
+
+    Writes the run folder: last.pt (weights, optimizer, RNG and model card), config.json, metrics.jsonl, summary.json and, with the \\[report] extra, report/report.html. --resume RUN continues exactly where RUN stopped; Ctrl-C saves a checkpoint first. --export onnx,fp16 then writes model.onnx and model.fp16.onnx into the run folder, each checked as 'symnets export' checks it.
+
+    The learning rate anneals as lr0 / (1 + alpha p)^beta and the confusion weight rises as 2 / (1 + exp(-gamma p)) - 1, with p the training progress (paper section 4.1).
+    """
     import time
 
     from symnets_deploy.cli.progress import TrainProgress, console
@@ -67,7 +75,7 @@ def train(
         iterations=iterations, batch_size=batch_size, lr=lr, backbone_lr_mult=backbone_lr_mult, momentum=momentum,
         weight_decay=weight_decay, lr_alpha=lr_alpha, lr_beta=lr_beta, lambda_gamma=lambda_gamma, image_size=image_size,
         device=device.value, seed=seed, out=str(out or new_run_folder()), eval_every=eval_every, checkpoint_every=checkpoint_every,
-        log_every=log_every, threads=threads, cache=cache, cache_dir=str(cache_dir) if cache_dir else None, cuda_graph=cuda_graph,
+        log_every=log_every, threads=threads, cache=cache, cache_dir=str(cache_dir) if cache_dir else None, cuda_graph=cuda_graph, report=report,
     )
     if resume is not None:
         # Typer (and the click it wraps or vendors) says where each value came from; defaults are not "given".

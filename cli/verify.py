@@ -7,11 +7,11 @@ from typing import Optional
 
 import typer
 
-from symnets_deploy.cli.main import app, handle_errors
+from symnets_deploy.cli.main import command, handle_errors
 from symnets_deploy.export.calibration import DEFAULT_MAX_IMAGES
 
 
-@app.command()
+@command()
 @handle_errors
 def verify(
     artifact: Path = typer.Argument(..., help="model.onnx or model.plan written by 'symnets export'."),

@@ -56,6 +56,7 @@ class TrainConfig:
     cache: bool = True
     cache_dir: Optional[str] = None
     cuda_graph: bool = True
+    report: bool = True
 
     def __post_init__(self) -> None:
         from symnets_deploy.train.backbones import get_backbone  # torch: only once a run is configured
@@ -97,8 +98,9 @@ class TrainConfig:
         return cls(**{k: v for k, v in data.items() if k in known})
 
 
-#: Fields that change how fast a run goes, not what it computes: ``--resume`` accepts new values.
-SPEED_ONLY = ("threads", "cache", "cache_dir", "cuda_graph")
+#: Fields that change how fast a run goes or what it writes besides the model, not what it
+#: computes: ``--resume`` accepts new values.
+SPEED_ONLY = ("threads", "cache", "cache_dir", "cuda_graph", "report")
 
 #: Default of every field that has one: ``symnets train``'s options start from these.
 DEFAULTS: dict[str, Any] = {f.name: f.default for f in fields(TrainConfig) if f.default is not MISSING}
