@@ -13,6 +13,14 @@ from tests.cli_checks import error_line
 
 runner = CliRunner()
 NARROW = {"COLUMNS": "80", "TERMINAL_WIDTH": "80", "NO_COLOR": "1"}
+
+
+@pytest.fixture(autouse=True)
+def narrow_terminal(monkeypatch):
+    """80 columns, also where Typer read TERMINAL_WIDTH when first imported (it keeps that value)."""
+    import typer.rich_utils
+
+    monkeypatch.setattr(typer.rich_utils, "MAX_WIDTH", 80)
 COMMANDS = ("train", "export", "predict", "evaluate", "verify", "demo")
 
 
