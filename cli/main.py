@@ -115,6 +115,7 @@ def _register() -> None:
     from symnets_deploy.cli import predict as _predict  # noqa: F401
     from symnets_deploy.cli import evaluate as _evaluate  # noqa: F401
     from symnets_deploy.cli import demo as _demo  # noqa: F401
+    from symnets_deploy.cli import info as _info  # noqa: F401
 
 
 _register()

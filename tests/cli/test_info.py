@@ -1,0 +1,71 @@
+"""``symnets info``: what a model file is, and the environment (issue 11)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+pytest.importorskip("onnxruntime")
+
+from symnets_deploy import __version__  # noqa: E402
+from symnets_deploy.cli.main import app  # noqa: E402
+from symnets_deploy.sidecar import sha256_file  # noqa: E402
+from tests.cli_checks import error_line  # noqa: E402
+from tests.runtime.conftest import tiny_onnx  # noqa: E402,F401  (fixture)
+from tests.runtime.test_backend_trt import CARD, make_plan  # noqa: E402
+
+runner = CliRunner()
+
+
+def _info(*args: str) -> dict:
+    result = runner.invoke(app, ["info", *args, "--json"])
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+def test_onnx_facts_come_from_its_card(tiny_onnx: Path, tiny_run: Path) -> None:
+    facts = _info(str(tiny_onnx))
+    card = json.loads((tiny_run / "config.json").read_text())
+    assert (facts["format"], facts["precision"], facts["backbone"], facts["method"]) == ("onnx", "fp32", "tiny", "symnets")
+    assert facts["classes"] == ["circle", "square", "triangle"] and facts["adaptation"].startswith("photos -> sketches")
+    assert facts["input"].startswith(f"{card['image_size']}x{card['image_size']} RGB")
+    assert facts["sha256"] == sha256_file(tiny_onnx) and "weights_sha256" in facts
+    assert set(facts["training_accuracy"]) >= {"target_acc_ct", "target_acc_cs"}
+    text = runner.invoke(app, ["info", str(tiny_onnx)]).stdout
+    assert "classes:" in text and "circle, square, triangle" in text and "precision:" in text
+
+
+def test_checkpoint_and_run_folder_facts(tiny_run: Path) -> None:
+    pytest.importorskip("torch")
+    facts = _info(str(tiny_run))
+    assert facts["format"] == "checkpoint" and facts["file"].endswith("last.pt")
+    assert facts["run"]["iteration"] == "4 of 4" and facts["classes"] == ["circle", "square", "triangle"]
+    assert _info(str(tiny_run / "last.pt"))["sha256"] == facts["sha256"]
+
+
+def test_plan_facts_come_from_its_sidecar(tmp_path: Path) -> None:
+    plan = make_plan(tmp_path)
+    facts = _info(str(plan))
+    assert (facts["format"], facts["precision"], facts["classes"]) == ("tensorrt plan", "fp16", list(CARD.class_names))
+    engine = facts["engine"]
+    assert engine["tensorrt_version"] == "10.3.0" and "compute capability 9.0" in engine["built_on"]
+    assert engine["batch_profile"] == {"min": 1, "opt": 8, "max": 32} and engine["plan_matches_sidecar"] is True
+    plan.write_bytes(b"replaced")
+    assert _info(str(plan))["engine"]["plan_matches_sidecar"] is False
+
+
+def test_environment_without_a_file() -> None:
+    facts = _info()
+    assert facts["symnets-deploy"] == __version__ and facts["python"].count(".") == 2
+    assert facts["onnxruntime"] and "CPUExecutionProvider" in facts["onnxruntime_providers"]
+    assert "torch" in facts
+
+
+@pytest.mark.parametrize("name, code, words", [("missing.onnx", 2, "no such file"), ("notes.txt", 2, "not a model file")])
+def test_bad_files_are_one_line(tmp_path: Path, name: str, code: int, words: str) -> None:
+    if name == "notes.txt":
+        (tmp_path / name).write_text("hello")
+    assert words in error_line(runner.invoke(app, ["info", str(tmp_path / name)]), code)
