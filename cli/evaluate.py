@@ -19,7 +19,8 @@ def evaluate(
     artifact: Path = typer.Argument(..., help="model.onnx or model.plan (with its .plan.json sidecar)."),
     data_dir: Path = typer.Argument(..., help="Labeled images as DATA_DIR/<class>/<image>; class folders named as in the model card (a subset is fine)."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the results as JSON (atomically)."),
-    top_k: int = typer.Option(1, "--top-k", min=1, help="Also report top-k accuracy."),
+    top_k: int = typer.Option(1, "--top-k", min=1, metavar="K", help="Also report top-k accuracy."),
+    report: Optional[Path] = typer.Option(None, "--report", help="Also draw confusion.png into this folder (\\[report] extra)."),
     batch_size: int = options.BATCH_SIZE,
     device: Device = options.DEVICE,
     provider: Optional[Provider] = options.PROVIDER,
@@ -29,10 +30,18 @@ def evaluate(
     from symnets_deploy.errors import PartialFailure
     from symnets_deploy.evaluation import evaluate_artifact
 
+    if report is not None:
+        from symnets_deploy.report import pyplot
+
+        pyplot()  # the [report] extra, checked before the images are predicted
     result = evaluate_artifact(artifact, data_dir, top_k=top_k, batch_size=batch_size, device=device, provider=provider, threads=threads)
     typer.echo(result.table())
     if json_out is not None:
         typer.echo(f"results -> {result.save(json_out)}", err=True)
+    if report is not None:
+        from symnets_deploy.report import write_evaluation_figure
+
+        typer.echo(f"figure -> {write_evaluation_figure(result, report)}", err=True)
     if result.failed:
         first = result.failed[0]
         raise PartialFailure(

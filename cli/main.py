@@ -116,6 +116,7 @@ def _register() -> None:
     from symnets_deploy.cli import evaluate as _evaluate  # noqa: F401
     from symnets_deploy.cli import demo as _demo  # noqa: F401
     from symnets_deploy.cli import info as _info  # noqa: F401
+    from symnets_deploy.cli import report as _report  # noqa: F401
 
 
 _register()

@@ -100,6 +100,22 @@ def train(
     )
     if exports and finished:
         _export_after_training(exports, finished[0], Path(config.out), started)
+    if config.report and finished:
+        _report(Path(config.out))
+
+
+def _report(run: Path) -> None:
+    """The run's report/, when the [report] extra is installed; otherwise one line saying how to get it."""
+    from symnets_deploy._optional import is_available
+    from symnets_deploy.cli.progress import console
+
+    if not (is_available("matplotlib") and is_available("sklearn")):
+        console.log(f"no report drawn: pip install 'symnets-deploy[report]', then: symnets report {run}")
+        return
+    from symnets_deploy.report import write_run_report
+
+    console.log("drawing the report (curves, confusion matrix, t-SNE)")
+    typer.echo(f"report: {write_run_report(run).html}")
 
 
 def _export_plan(text: Optional[str]):

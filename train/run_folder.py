@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import uuid
 from datetime import datetime
 from pathlib import Path
@@ -14,8 +15,8 @@ from typing import Any, Sequence
 from symnets_deploy.errors import UsageError
 from symnets_deploy.train.config import DEFAULTS, SPEED_ONLY, same_setting
 
-#: Files a training run writes into its folder.
-RUN_FILES = ("config.json", "last.pt", "metrics.jsonl", "summary.json")
+#: Files a training run writes into its folder (``--overwrite`` removes them, and ``report/``).
+RUN_FILES = ("config.json", "last.pt", "metrics.jsonl", "summary.json", "target_evaluation.json", "features_before.npz", "features_after.npz")
 #: Config fields that may differ between a checkpoint and the run continuing it.
 _MAY_CHANGE = {"out", "iterations", *SPEED_ONLY}
 
@@ -36,6 +37,7 @@ def claim_new_run(out: Path, *, overwrite: bool = False) -> str:
     if overwrite:
         for name in RUN_FILES:
             (out / name).unlink(missing_ok=True)
+        shutil.rmtree(out / "report", ignore_errors=True)
     return uuid.uuid4().hex[:12]
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import signal
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -19,6 +19,7 @@ import torch
 from symnets_deploy.card import ModelCard
 from symnets_deploy.enums import Device, Method
 from symnets_deploy.errors import Interrupted, UsageError
+from symnets_deploy.evaluation import summarize
 from symnets_deploy.preprocess import PreprocessConfig
 from symnets_deploy.train import data as D
 from symnets_deploy.train.backbones import get_backbone
@@ -26,12 +27,17 @@ from symnets_deploy.atomic import atomic_write
 from symnets_deploy.train.cache import default_cache_dir, load_or_decode
 from symnets_deploy.train.checkpoint import build_model, load_checkpoint, save_checkpoint
 from symnets_deploy.train.config import TrainConfig
+from symnets_deploy.train.features import AFTER, BEFORE, write_features
 from symnets_deploy.train.interrupt import StopRequest
 from symnets_deploy.train.run_folder import check_resume, claim_new_run
 from symnets_deploy.train.model import SymNet, deployed_logits
 from symnets_deploy.train.placement import DataPath, select_data_path
 from symnets_deploy.train.schedules import annealed_lr, confusion_weight, progress
 from symnets_deploy.train.step import make_optimizer, make_step, optimizer_state
+
+
+#: The deployed head's predictions on the whole target domain at the end of a run (``Evaluation`` JSON).
+TARGET_EVALUATION = "target_evaluation.json"
 
 
 class Reporter:
@@ -107,26 +113,35 @@ def make_card(config: TrainConfig, class_names: tuple[str, ...], metrics: dict[s
 
 
 @torch.no_grad()
-def evaluate(model: SymNet, images: torch.Tensor, labels: torch.Tensor, batch_size: int, placement: DataPath) -> dict[str, float]:
-    """Accuracy of Cs, Ct and the paired head on a whole (center-cropped) domain, in 0..1.
+def predict_heads(model: SymNet, images: torch.Tensor, batch_size: int, placement: DataPath) -> dict[str, torch.Tensor]:
+    """Predicted class of Cs, Ct and the paired head for every image of a (center-cropped) domain, [N] each.
 
     Always fp32, without autocast: the card's accuracy must be what the fp32 artifact and
     ``predict`` give, not a bf16 approximation of it.
     """
     was_training = model.training
     model.eval()
-    correct = {"cs": 0, "ct": 0, "paired": 0}
+    predicted: dict[str, list[torch.Tensor]] = {"cs": [], "ct": [], "paired": []}
     k = model.num_classes
     for start in range(0, len(images), batch_size):
         x = images[start : start + batch_size].to(placement.device, non_blocking=True).float()
         x = x.contiguous(memory_format=placement.memory_format())
-        y = labels[start : start + batch_size].to(placement.device)
         with torch.autocast(placement.device.type, enabled=False):
             logits = model(x).float()
-        for head in correct:
-            correct[head] += int((deployed_logits(logits, head, k).argmax(1) == y).sum())
+        for head in predicted:
+            predicted[head].append(deployed_logits(logits, head, k).argmax(1).cpu())
     model.train(was_training)
-    return {f"acc_{h}": c / len(images) for h, c in correct.items()}
+    return {head: torch.cat(parts) for head, parts in predicted.items()}
+
+
+def accuracies(predicted: dict[str, torch.Tensor], labels: torch.Tensor) -> dict[str, float]:
+    """``{"acc_cs", "acc_ct", "acc_paired"}`` in 0..1 from ``predict_heads``."""
+    return {f"acc_{head}": int((p == labels.cpu()).sum()) / len(labels) for head, p in predicted.items()}
+
+
+def evaluate(model: SymNet, images: torch.Tensor, labels: torch.Tensor, batch_size: int, placement: DataPath) -> dict[str, float]:
+    """Accuracy of Cs, Ct and the paired head on a whole (center-cropped) domain, in 0..1."""
+    return accuracies(predict_heads(model, images, batch_size, placement), labels)
 
 
 def _rng_state() -> dict[str, Any]:
@@ -223,7 +238,11 @@ def train(
     tgt_data = load_or_decode(target, resize, threads=config.threads, cache_dir=cache_dir)[0].to(device) if config.method == Method.symnets else None
     # Evaluation decodes the target again through the runtime's own preprocessing (not from the
     # training tensors), so the reported accuracy is exactly what `predict` will see.
-    eval_images, eval_labels = D.decode_eval(target, PreprocessConfig.from_card(make_card(config, source.class_names)), config.threads)
+    eval_cfg = PreprocessConfig.from_card(make_card(config, source.class_names))
+    eval_images, eval_labels = D.decode_eval(target, eval_cfg, config.threads)
+    if config.report and start == 0:
+        reporter.stage("features of both domains before adaptation (for the report's t-SNE)")
+        write_features(out / BEFORE, model, source, eval_images, eval_labels, eval_cfg, config.eval_batch_size, placement, config.threads)
     samplers = [D.BatchSampler(len(source.samples), config.batch_size, config.seed, 0), D.BatchSampler(len(target.samples), config.batch_size, config.seed, 1)]
 
     def batch(stream: int, it: int, decoded: D.DecodedDomain) -> tuple[torch.Tensor, torch.Tensor]:
@@ -290,11 +309,18 @@ def train(
 
     stage_seconds["train"] = time.perf_counter() - t0
     reporter.stage("evaluating on the whole target domain")
-    eval_metrics = evaluate(model, eval_images, eval_labels, config.eval_batch_size, placement)
+    predicted = predict_heads(model, eval_images, config.eval_batch_size, placement)
+    eval_metrics = accuracies(predicted, eval_labels)
     log.write({"iteration": end, **eval_metrics})
+    evaluation = summarize(eval_labels.numpy(), predicted[config.eval_head].numpy(), source.class_names)
+    evaluation = replace(evaluation, artifact=f"{out / 'last.pt'} (head {config.eval_head})", data_dir=str(target.root))
+    evaluation.save(out / TARGET_EVALUATION)
     result = _summary(config, eval_metrics, end - start, seconds, images_per_iter, K, len(target.samples), device, out, _step_used(step), write=True)
     final = {"target_acc_ct": result.target_acc_ct, "target_acc_cs": result.target_acc_cs}
     checkpoint(end, final)
+    if config.report:
+        reporter.stage("features of both domains after adaptation (for the report's t-SNE)")
+        write_features(out / AFTER, model, source, eval_images, eval_labels, eval_cfg, config.eval_batch_size, placement, config.threads)
     stage_seconds["evaluate"] = time.perf_counter() - t0 - stage_seconds["train"]
     reporter.stop()
     if on_finished is not None:

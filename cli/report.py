@@ -1,0 +1,30 @@
+"""``symnets report``: the figures and the HTML page of a training run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from symnets_deploy.cli.main import command, handle_errors
+
+
+@command()
+@handle_errors
+def report(
+    run: Path = typer.Argument(..., help="Run folder written by 'symnets train'."),
+    out: Optional[Path] = typer.Option(None, help="Where to write (default: RUN/report)."),
+) -> None:
+    """Draw what adaptation did: training curves, the target confusion matrix and per-class accuracy, and a t-SNE of the features of both domains before and after adaptation; all in one report.html with the run's summary, configuration and checked artifacts.
+
+    Needs the \\[report] extra (matplotlib, scikit-learn): pip install 'symnets-deploy\\[report]'. 'symnets train' writes this report at the end of every run when the extra is installed.
+    """
+    from symnets_deploy.report import write_run_report
+
+    done = write_run_report(run, out)
+    for name, path in done.figures.items():
+        typer.echo(f"{name}: {path}")
+    for name, why in done.missing.items():
+        typer.echo(f"{name}: not drawn ({why})")
+    typer.echo(f"report: {done.html}")
