@@ -1,24 +1,32 @@
-"""`symnets demo`: the whole pipeline on the built-in dataset leaves every artifact and agrees with itself."""
+"""`symnets demo`: the whole pipeline on the built-in dataset, with the baseline it beats (issue 11)."""
 
 from __future__ import annotations
 
 import csv
 import json
+import re
 
+import pytest
 from typer.testing import CliRunner
 
 from symnets_deploy.cli.main import app
 
+pytest.importorskip("matplotlib")
 
-def test_demo_runs_train_export_predict(tmp_path):
+
+def test_demo_trains_both_exports_predicts_reports_and_beats_the_baseline(tmp_path):
     out = tmp_path / "demo"
-    result = CliRunner().invoke(app, ["demo", "--out", str(out), "--iterations", "3", "--device", "cpu"])
+    result = CliRunner().invoke(app, ["demo", "--out", str(out), "--iterations", "20", "--device", "cpu"])
     assert result.exit_code == 0, result.output
-    assert "ONNX check passed" in result.output
-    for name in ("run/last.pt", "run/summary.json", "model.onnx", "model.onnx.verify.json", "predictions.csv"):
+    (row,) = re.findall(r"\| target accuracy \(Ct, (\d+) images\) \| ([\d.]+) % \| ([\d.]+) % \|", result.stdout)
+    images, source_only, symnets = int(row[0]), float(row[1]), float(row[2])
+    assert symnets > source_only, result.stdout  # adaptation helps on the generated street domain
+    assert json.loads((out / "run_source_only" / "summary.json").read_text())["method"] == "source-only"
+    assert round(100 * json.loads((out / "run" / "summary.json").read_text())["target_acc_ct"], 1) == symnets
+    assert "ONNX check: passed" in result.stdout and "images/s" in result.stdout and "total" in result.stdout
+    for name in ("run/last.pt", "model.onnx", "model.onnx.verify.json", "predictions.csv", "run/report/report.html", "run/report/tsne.png"):
         assert (out / name).is_file(), name
-    assert json.loads((out / "model.onnx.verify.json").read_text())["passed"] is True
+    assert str(out / "run" / "report" / "report.html") in result.stdout
     rows = list(csv.DictReader((out / "predictions.csv").open()))
-    street = sorted((out / "data" / "street").rglob("*.*"))
-    assert len(rows) == len(street) > 0
+    assert len(rows) == images == len(sorted((out / "data" / "street").rglob("*.*")))
     assert all(r["status"] == "ok" and r["label"] in {"circle", "cross", "square", "triangle"} for r in rows)
