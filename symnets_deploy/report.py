@@ -39,9 +39,13 @@ def pyplot():
 
 
 def _save(fig, path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
-    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=DPI, format="png"))
-    fig.clf()
+    try:
+        atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=DPI, format="png"))
+    finally:
+        plt.close(fig)  # pyplot keeps every figure until closed: a long session would grow without bound
     return path
 
 

@@ -25,7 +25,7 @@ ENV = {"COLUMNS": "200", "TERMINAL_WIDTH": "200", "NO_COLOR": "1"}
 def _tiny_args(data_root: Path, out: Path, *extra: str) -> list[str]:
     return [
         "train", "--source", "photos", "--target", "sketches", "--data-root", str(data_root), "--backbone", "tiny",
-        "--iterations", "3", "--batch-size", "4", "--image-size", "32", "--device", "cpu", "--out", str(out), *extra,
+        "--iterations", "3", "--batch-size", "4", "--image-size", "32", "--device", "cpu", "--out", str(out), "--no-report", *extra,
     ]
 
 

@@ -23,7 +23,7 @@ pytest.importorskip("torch")
 def _train(shapes_root: Path, out: Path, *extra: str, iterations: int = 1000, log_every: int = 5) -> subprocess.Popen:
     args = ["train", "--source", "photos", "--target", "sketches", "--data-root", str(shapes_root), "--backbone", "tiny",
             "--iterations", str(iterations), "--batch-size", "4", "--image-size", "32", "--device", "cpu",
-            "--log-every", str(log_every), "--out", str(out), "--no-cache", *extra]
+            "--log-every", str(log_every), "--out", str(out), "--no-cache", "--no-report", *extra]
     return subprocess.Popen([sys.executable, "-m", "symnets_deploy.cli", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
