@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Optional
 
@@ -47,6 +48,7 @@ def train(
     checkpoint_every: int = typer.Option(D["checkpoint_every"], help="Write last.pt every N iterations (0: at the end).", rich_help_panel=OUTPUT),
     log_every: int = typer.Option(D["log_every"], help="Write a metrics.jsonl record every N iterations.", rich_help_panel=OUTPUT),
     device: Device = typer.Option(Device(D["device"]), help="auto: CUDA when present (bf16 there, fp32 on CPU).", rich_help_panel=ADVANCED),
+    nproc: int = typer.Option(1, "--nproc", min=1, metavar="N", help="Train with N processes (torchrun; one GPU each on CUDA).", rich_help_panel=ADVANCED),
     cuda_graph: bool = typer.Option(D["cuda_graph"], help="On CUDA, run each iteration as one CUDA graph.", rich_help_panel=ADVANCED),
     threads: int = typer.Option(D["threads"], help="Image decoding threads (0: one per CPU core).", rich_help_panel=ADVANCED),
     cache: bool = typer.Option(D["cache"], help="Keep decoded domains on disk for the next run.", rich_help_panel=ADVANCED),
@@ -66,6 +68,8 @@ def train(
     from symnets_deploy.train.run_folder import new_run_folder, point_latest
     from symnets_deploy.train.trainer import train as run_training
 
+    if nproc > 1 and "WORLD_SIZE" not in os.environ:
+        raise typer.Exit(_launch(nproc))
     started = time.perf_counter()
     exports = _export_plan(export)  # names and TensorRT checked before any folder or training
     # data_root is stored absolute: export reads it back for its check images, maybe from another folder.
@@ -94,6 +98,8 @@ def train(
         raise UsageError("--overwrite starts a new run; --resume continues one: give only one")
     finished = []
     result = run_training(config, TrainProgress(), resume=resume is not None, overwrite=overwrite, on_finished=finished.append)
+    if int(os.environ.get("RANK", "0")) != 0:
+        return  # rank 0 prints, exports and reports
     typer.echo(
         f"{result.source} -> {result.target} ({result.method}, {result.backbone}): target acc Ct {100 * result.target_acc_ct:.2f}%, "
         f"Cs {100 * result.target_acc_cs:.2f}% | {result.iterations} it in {result.seconds:.1f}s, {result.images_per_s:.1f} img/s | {result.out}"
@@ -116,6 +122,28 @@ def _report(run: Path) -> None:
 
     console.log("drawing the report (curves, confusion matrix, t-SNE)")
     typer.echo(f"report: {write_run_report(run).html}")
+
+
+def _launch(nproc: int) -> int:
+    """Run this same command in ``nproc`` processes with torch's elastic launcher (what torchrun runs).
+
+    The processes find each other on this machine (``--standalone``); each runs ``symnets train``
+    with the arguments given here, minus ``--nproc``. Returns the exit code of the first process that
+    failed (its own ``error:`` line is already printed), 0 when all finished.
+    """
+    import sys
+
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import main as torchrun
+
+    args = sys.argv[sys.argv.index("train") + 1:] if "train" in sys.argv else []
+    args = [a for i, a in enumerate(args) if a != "--nproc" and not a.startswith("--nproc=") and (i == 0 or args[i - 1] != "--nproc")]
+    try:
+        torchrun(["--standalone", "--nproc-per-node", str(nproc), "-m", "symnets_deploy.cli", "train", *args])
+    except ChildFailedError as exc:
+        codes = [failure.exitcode for failure in exc.failures.values()]
+        return next((c for c in codes if c > 0), 1)
+    return 0
 
 
 def _export_plan(text: Optional[str]):

@@ -207,7 +207,7 @@ class BatchSampler:
 
 
 def random_crop_flip(
-    images: torch.Tensor, sizes: torch.Tensor, index: torch.Tensor, crop: int, generator: torch.Generator
+    images: torch.Tensor, sizes: torch.Tensor, index: torch.Tensor, crop: int, generator: torch.Generator, part: slice = slice(None)
 ) -> torch.Tensor:
     """Training augmentation on a decoded domain: a random crop x crop window and a coin-flip mirror.
 
@@ -217,13 +217,16 @@ def random_crop_flip(
         index: [B] images to take (CPU, int64).
         crop: output side S.
         generator: CPU generator for offsets and flips (so results do not depend on the device).
+        part: the rows of the batch to make (one rank's share); the draws are those of the whole
+            batch, so the shares of all ranks together are the single-process batch.
 
     Returns:
-        uint8 [B,3,S,S] on ``images``' device, channels-last strided (the gather's natural layout).
+        uint8 [len(index[part]),3,S,S] on ``images``' device, channels-last strided (the gather's natural layout).
     """
     device = images.device
+    u = torch.rand((3, len(index)), generator=generator)[:, part]
+    index = index[part]
     h, w = sizes[index].unbind(1)
-    u = torch.rand((3, len(index)), generator=generator)
     top = (u[0] * (h - crop + 1)).long()
     left = (u[1] * (w - crop + 1)).long()
     flip = u[2] < 0.5

@@ -50,8 +50,8 @@ def make_optimizer(model: SymNet, config: TrainConfig, *, fused: bool = False) -
     )
 
 
-def training_step(model: SymNet, x_s: torch.Tensor, y_s: torch.Tensor, x_t: Optional[torch.Tensor], lam: float | torch.Tensor, config: TrainConfig) -> dict[str, torch.Tensor]:
-    """Forward and backward of one iteration; returns the detached loss terms.
+def losses(model: SymNet, x_s: torch.Tensor, y_s: torch.Tensor, x_t: Optional[torch.Tensor], lam: float | torch.Tensor, config: TrainConfig) -> tuple[torch.Tensor, Terms]:
+    """The loss to minimise in one iteration, and its terms (detached).
 
     SymNets: the classifier loss sees detached features (so it reaches the head only), the
     feature loss sees detached head weights (so it reaches G only); one backward of their sum
@@ -59,15 +59,32 @@ def training_step(model: SymNet, x_s: torch.Tensor, y_s: torch.Tensor, x_t: Opti
     """
     if config.method == Method.source_only:
         loss = F.cross_entropy(model(x_s).float(), y_s)
-        loss.backward()
-        return {"source_task": loss.detach(), "total": loss.detach()}
+        return loss, {"source_task": loss.detach(), "total": loss.detach()}
     f_s, f_t = model.features(x_s), model.features(x_t)
     cls = classifier_loss(model.head(f_s.detach()).float(), model.head(f_t.detach()).float(), y_s, config.ablation)
     feat = feature_loss(model.classify_frozen(f_s).float(), model.classify_frozen(f_t).float(), y_s, lam, config.ablation)
-    (cls["total"] + feat["total"]).backward()
     terms = {f"cls_{k}": v.detach() for k, v in cls.items()}
     terms.update({f"feat_{k}": v.detach() for k, v in feat.items()})
+    return cls["total"] + feat["total"], terms
+
+
+def training_step(model: SymNet, x_s: torch.Tensor, y_s: torch.Tensor, x_t: Optional[torch.Tensor], lam: float | torch.Tensor, config: TrainConfig) -> Terms:
+    """Forward and backward of one iteration (``losses``, then backward); returns the detached loss terms."""
+    total, terms = losses(model, x_s, y_s, x_t, lam, config)
+    total.backward()
     return terms
+
+
+class Objective(torch.nn.Module):
+    """``losses`` as a module: what DistributedDataParallel wraps, so one forward gives one backward
+    whose gradients are averaged over ranks (the SymNet's own ``forward`` is not the whole objective)."""
+
+    def __init__(self, model: SymNet, config: TrainConfig) -> None:
+        super().__init__()
+        self.model, self.config = model, config
+
+    def forward(self, x_s: torch.Tensor, y_s: torch.Tensor, x_t: Optional[torch.Tensor], lam: float | torch.Tensor) -> tuple[torch.Tensor, Terms]:
+        return losses(self.model, x_s, y_s, x_t, lam, self.config)
 
 
 def optimizer_state(optimizer: torch.optim.Optimizer) -> dict:
@@ -79,19 +96,26 @@ def optimizer_state(optimizer: torch.optim.Optimizer) -> dict:
 
 
 class EagerStep:
-    """The iteration as PyTorch runs it op by op: the CPU path, ``--no-cuda-graph``, and the fallback."""
+    """The iteration as PyTorch runs it op by op: the CPU path, ``--no-cuda-graph``, several processes, and the fallback.
+
+    Args:
+        objective: ``Objective(model, config)``, or it under DistributedDataParallel
+            (``distributed.wrap``); None builds the plain one.
+    """
 
     name = "eager"
 
-    def __init__(self, model: SymNet, optimizer: torch.optim.SGD, config: TrainConfig, placement: DataPath) -> None:
+    def __init__(self, model: SymNet, optimizer: torch.optim.SGD, config: TrainConfig, placement: DataPath, objective: Optional[torch.nn.Module] = None) -> None:
         self.model, self.optimizer, self.config, self.placement = model, optimizer, config, placement
+        self.objective = objective if objective is not None else Objective(model, config)
 
     def __call__(self, x_s: torch.Tensor, y_s: torch.Tensor, x_t: Optional[torch.Tensor], lam: float, lrs: Sequence[float]) -> Terms:
         for group, lr in zip(self.optimizer.param_groups, lrs):
             group["lr"] = lr
         self.optimizer.zero_grad(set_to_none=True)
         with self.placement.autocast():
-            terms = training_step(self.model, x_s, y_s, x_t, lam, self.config)
+            total, terms = self.objective(x_s, y_s, x_t, lam)
+        total.backward()
         self.optimizer.step()
         return terms
 
@@ -184,8 +208,12 @@ class GraphedStep:
         return terms
 
 
-def make_step(model: SymNet, optimizer: torch.optim.SGD, config: TrainConfig, placement: DataPath) -> EagerStep | GraphedStep:
-    """``GraphedStep`` on CUDA unless ``config.cuda_graph`` is off; ``EagerStep`` otherwise (the CPU path as it was)."""
-    if placement.device.type == "cuda" and config.cuda_graph:
+def make_step(model: SymNet, optimizer: torch.optim.SGD, config: TrainConfig, placement: DataPath, objective: Optional[torch.nn.Module] = None) -> EagerStep | GraphedStep:
+    """``GraphedStep`` on CUDA in one process unless ``config.cuda_graph`` is off; ``EagerStep`` otherwise.
+
+    ``objective``: the DistributedDataParallel-wrapped objective of a multi-process run (eager:
+    its gradient all-reduce is not captured).
+    """
+    if placement.device.type == "cuda" and config.cuda_graph and objective is None:
         return GraphedStep(model, optimizer, config, placement)
-    return EagerStep(model, optimizer, config, placement)
+    return EagerStep(model, optimizer, config, placement, objective)

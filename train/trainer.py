@@ -27,14 +27,18 @@ from symnets_deploy.atomic import atomic_write
 from symnets_deploy.train.cache import default_cache_dir, load_or_decode
 from symnets_deploy.train.checkpoint import build_model, load_checkpoint, save_checkpoint
 from symnets_deploy.train.config import TrainConfig
+from symnets_deploy.train.distributed import World, wrap
 from symnets_deploy.train.features import AFTER, BEFORE, write_features
 from symnets_deploy.train.interrupt import StopRequest
 from symnets_deploy.train.run_folder import check_resume, claim_new_run
 from symnets_deploy.train.model import SymNet, deployed_logits
 from symnets_deploy.train.placement import DataPath, select_data_path
 from symnets_deploy.train.schedules import annealed_lr, confusion_weight, progress
-from symnets_deploy.train.step import make_optimizer, make_step, optimizer_state
+from symnets_deploy.train.step import Objective, make_optimizer, make_step, optimizer_state
 
+
+#: Several ranks agree on an interruption every this many iterations (a collective; one per iteration would sync the GPU).
+STOP_CHECK_EVERY = 10
 
 #: The deployed head's predictions on the whole target domain at the end of a run (``Evaluation`` JSON).
 TARGET_EVALUATION = "target_evaluation.json"
@@ -69,6 +73,7 @@ class TrainResult:
     device: str
     out: str
     step: str = "eager"  # "cuda-graph", or why its capture failed and the run went on eagerly
+    world_size: int = 1  # training processes (torchrun / --nproc)
 
 
 @dataclass(frozen=True)
@@ -154,6 +159,12 @@ def _restore_rng(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+class _NoLog:
+    """The metrics log of ranks other than 0: they compute the same records, rank 0 writes them."""
+
+    def write(self, record: dict[str, Any]) -> None: ...
+
+
 class _MetricsLog:
     """``metrics.jsonl``: one JSON object per line, truncated to the resume point on resume."""
 
@@ -207,6 +218,11 @@ def train(
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     device = resolve_device(config.device)
+    world = World.from_env(device.type)
+    if world.distributed and device.type == "cuda":
+        device = torch.device("cuda", world.local_rank)
+    if not world.is_main:
+        reporter = Reporter()  # rank 0 alone reports and writes
     placement = select_data_path(device)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed shapes every iteration: autotune once
@@ -216,7 +232,8 @@ def train(
     source, target = D.load_domains(Path(config.data_root), config.source, config.target, config.dataset)
     K = len(source.class_names)
     model = build_model(config, K).to(device, memory_format=placement.memory_format())
-    optimizer = make_optimizer(model, config, fused=device.type == "cuda" and config.cuda_graph)
+    objective = wrap(Objective(model, config), world, device) if world.distributed else None  # SyncBatchNorm on CUDA first
+    optimizer = make_optimizer(model, config, fused=device.type == "cuda" and config.cuda_graph and not world.distributed)
     start = 0
     if resume:
         ckpt = load_checkpoint(out / "last.pt")
@@ -226,9 +243,11 @@ def train(
         start = int(ckpt["iteration"])
         _restore_rng(ckpt["rng"])
     else:
-        run_id = claim_new_run(out, overwrite=overwrite)
-    _write_json(out / "config.json", {**config.to_dict(), "run_id": run_id})
-    log = _MetricsLog(out / "metrics.jsonl", start)
+        run_id = claim_new_run(out, overwrite=overwrite) if world.is_main else None
+    run_id = world.broadcast(run_id)
+    if world.is_main:
+        _write_json(out / "config.json", {**config.to_dict(), "run_id": run_id, "world_size": world.size})
+    log = _MetricsLog(out / "metrics.jsonl", start) if world.is_main else _NoLog()
 
     stage_seconds["setup"] = time.perf_counter() - clock
     reporter.stage(f"decoding {len(source.samples)} source and {len(target.samples)} target images ({placement.name} data path)")
@@ -239,29 +258,34 @@ def train(
     # Evaluation decodes the target again through the runtime's own preprocessing (not from the
     # training tensors), so the reported accuracy is exactly what `predict` will see.
     eval_cfg = PreprocessConfig.from_card(make_card(config, source.class_names))
-    eval_images, eval_labels = D.decode_eval(target, eval_cfg, config.threads)
-    if config.report and start == 0:
+    eval_images, eval_labels = D.decode_eval(target, eval_cfg, config.threads) if world.is_main else (None, None)
+    if config.report and start == 0 and world.is_main:
         reporter.stage("features of both domains before adaptation (for the report's t-SNE)")
         write_features(out / BEFORE, model, source, eval_images, eval_labels, eval_cfg, config.eval_batch_size, placement, config.threads)
     samplers = [D.BatchSampler(len(source.samples), config.batch_size, config.seed, 0), D.BatchSampler(len(target.samples), config.batch_size, config.seed, 1)]
 
+    share = world.shard(config.batch_size)  # this rank's rows of every global batch
+
     def batch(stream: int, it: int, decoded: D.DecodedDomain) -> tuple[torch.Tensor, torch.Tensor]:
         idx = samplers[stream].indices(it)
-        x = D.random_crop_flip(decoded.images, decoded.sizes, idx, config.image_size, D.augmentation_generator(config.seed, it, stream))
-        return x.float().contiguous(memory_format=placement.memory_format()), decoded.labels[D.upload(idx, decoded.labels.device)]
+        x = D.random_crop_flip(decoded.images, decoded.sizes, idx, config.image_size, D.augmentation_generator(config.seed, it, stream), share)
+        return x.float().contiguous(memory_format=placement.memory_format()), decoded.labels[D.upload(idx[share], decoded.labels.device)]
 
     def checkpoint(iteration: int, metrics: dict[str, Any]) -> None:
-        save_checkpoint(out / "last.pt", {
-            "model": model.state_dict(), "optimizer": optimizer_state(optimizer), "iteration": iteration,
-            "rng": _rng_state(), "card": make_card(config, source.class_names, metrics).to_dict(), "config": config.to_dict(), "run_id": run_id,
-        })
+        if world.is_main:
+            save_checkpoint(out / "last.pt", {
+                "model": model.state_dict(), "optimizer": optimizer_state(optimizer), "iteration": iteration, "world_size": world.size,
+                "rng": _rng_state(), "card": make_card(config, source.class_names, metrics).to_dict(), "config": config.to_dict(), "run_id": run_id,
+            })
+        world.barrier()  # no rank runs ahead of a checkpoint it might have to resume from
 
     images_per_iter = config.batch_size * (2 if config.method == Method.symnets else 1)
     end = config.iterations if stop_at is None else min(config.iterations, stop_at)
     stage_seconds["decode"] = time.perf_counter() - clock - stage_seconds["setup"]
     model.train()
-    step = make_step(model, optimizer, config, placement)
-    reporter.stage(f"training ({step.name} step, {placement.name} data path)")
+    step = make_step(model, optimizer, config, placement, objective)
+    processes = f", {world.size} processes" if world.distributed else ""
+    reporter.stage(f"training ({step.name} step, {placement.name} data path{processes})")
     reporter.start(config.iterations, start)
     t0, window_t, window_start = time.perf_counter(), time.perf_counter(), start
     sums: dict[str, torch.Tensor] = {}
@@ -283,31 +307,42 @@ def train(
                 now = time.perf_counter()
                 n = done - window_start
                 record = {"iteration": done, "lambda": lam, "lr_head": lrs[0], "lr_backbone": lrs[1]}
-                record.update({k: float(v) / n for k, v in sums.items()})
+                record.update({k: float(v) / n for k, v in world.mean(sums).items()})
                 record["images_per_s"] = n * images_per_iter / max(now - window_t, 1e-9)
                 log.write(record)
                 reporter.advance(done, record)
                 sums, window_t, window_start = {}, now, done
-            if config.eval_every and done % config.eval_every == 0 and done != config.iterations:
+            if config.eval_every and done % config.eval_every == 0 and done != config.iterations and world.is_main:
                 eval_metrics = evaluate(model, eval_images, eval_labels, config.eval_batch_size, placement)
                 log.write({"iteration": done, **eval_metrics})
                 reporter.advance(done, eval_metrics)
             if config.checkpoint_every and done % config.checkpoint_every == 0 and done != end:
                 checkpoint(done, {})
-            if stop.signum is not None and done != end:
+            # Several ranks stop together: they agree every STOP_CHECK_EVERY iterations (a collective).
+            asked = stop.signum is not None
+            if world.distributed:
+                asked = world.any(asked, device) if done % STOP_CHECK_EVERY == 0 or done == end else False
+            if asked and done != end:
                 checkpoint(done, {})
                 reporter.stop()
-                name = signal.Signals(stop.signum).name
-                raise Interrupted(f"{name} at iteration {done} of {config.iterations}: checkpoint saved; continue with: symnets train --resume {out}", stop.signum)
+                signum = stop.signum or signal.SIGTERM
+                name = signal.Signals(signum).name
+                raise Interrupted(f"{name} at iteration {done} of {config.iterations}: checkpoint saved; continue with: symnets train --resume {out}", signum)
     if device.type == "cuda":
         torch.cuda.synchronize()
     seconds = time.perf_counter() - t0
     if end < config.iterations:
         checkpoint(end, {})
         reporter.stop()
-        return _summary(config, eval_metrics, end - start, seconds, images_per_iter, K, len(target.samples), device, out, _step_used(step), write=False)
+        world.close()
+        return _summary(config, eval_metrics, end - start, seconds, images_per_iter, K, len(target.samples), device, out, _step_used(step), write=False, world_size=world.size)
 
     stage_seconds["train"] = time.perf_counter() - t0
+    if not world.is_main:  # rank 0 evaluates and writes; the others wait for its results
+        world.barrier()
+        eval_metrics = world.broadcast(None)
+        world.close()
+        return _summary(config, eval_metrics, end - start, seconds, images_per_iter, K, len(target.samples), device, out, _step_used(step), write=False, world_size=world.size)
     reporter.stage("evaluating on the whole target domain")
     predicted = predict_heads(model, eval_images, config.eval_batch_size, placement)
     eval_metrics = accuracies(predicted, eval_labels)
@@ -315,9 +350,11 @@ def train(
     evaluation = summarize(eval_labels.numpy(), predicted[config.eval_head].numpy(), source.class_names)
     evaluation = replace(evaluation, artifact=f"{out / 'last.pt'} (head {config.eval_head})", data_dir=str(target.root))
     evaluation.save(out / TARGET_EVALUATION)
-    result = _summary(config, eval_metrics, end - start, seconds, images_per_iter, K, len(target.samples), device, out, _step_used(step), write=True)
+    result = _summary(config, eval_metrics, end - start, seconds, images_per_iter, K, len(target.samples), device, out, _step_used(step), write=True, world_size=world.size)
     final = {"target_acc_ct": result.target_acc_ct, "target_acc_cs": result.target_acc_cs}
     checkpoint(end, final)
+    world.broadcast(eval_metrics)
+    world.close()
     if config.report:
         reporter.stage("features of both domains after adaptation (for the report's t-SNE)")
         write_features(out / AFTER, model, source, eval_images, eval_labels, eval_cfg, config.eval_batch_size, placement, config.threads)
@@ -337,13 +374,13 @@ def _step_used(step) -> str:
     return f"eager (CUDA graph capture failed: {fallback})" if fallback else step.name
 
 
-def _summary(config, metrics, iterations, seconds, images_per_iter, K, n_target, device, out, step, *, write) -> TrainResult:
+def _summary(config, metrics, iterations, seconds, images_per_iter, K, n_target, device, out, step, *, write, world_size=1) -> TrainResult:
     result = TrainResult(
         target_acc_ct=metrics.get("acc_ct", float("nan")), target_acc_cs=metrics.get("acc_cs", float("nan")),
         target_acc_paired=metrics.get("acc_paired", float("nan")), iterations=config.iterations, seconds=round(seconds, 3),
         images_per_s=round(iterations * images_per_iter / max(seconds, 1e-9), 2), method=config.method, ablation=config.ablation,
         backbone=config.backbone, source=config.source, target=config.target, num_classes=K, target_images=n_target,
-        device=str(device), out=str(out), step=step,
+        device=str(device), out=str(out), step=step, world_size=world_size,
     )
     if write:
         _write_json(out / "summary.json", asdict(result))

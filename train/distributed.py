@@ -1,0 +1,114 @@
+"""Data-parallel training across processes: set-up, batch sharding and the agreements between ranks.
+
+``torchrun --nproc-per-node N -m symnets_deploy.cli train ...`` (or ``symnets train --nproc N``)
+starts N processes; ``World.from_env`` joins them (NCCL on GPUs, gloo on CPUs). Each rank takes a
+fixed share of every iteration's global batch: the batch (indices, crop offsets, flips) is a
+function of seed and iteration only, so a run's data does not depend on the number of processes,
+and rank r takes rows ``shard(B, r, N)``. Gradients are averaged by DistributedDataParallel.
+Only rank 0 writes files. A single process is a world of one: nothing here does anything then.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from symnets_deploy.errors import UsageError
+
+
+@dataclass(frozen=True)
+class World:
+    """This process's place among the training processes."""
+
+    rank: int = 0
+    size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        """Rank 0 writes the run folder and reports progress."""
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.size > 1
+
+    @staticmethod
+    def from_env(device_type: str) -> "World":
+        """Join the process group torchrun describes in the environment (a world of one without it).
+
+        Args:
+            device_type: ``"cuda"`` (NCCL, one GPU per local rank) or ``"cpu"`` (gloo).
+        """
+        size = int(os.environ.get("WORLD_SIZE", "1"))
+        if size <= 1:
+            return World()
+        world = World(int(os.environ["RANK"]), size, int(os.environ.get("LOCAL_RANK", "0")))
+        if not dist.is_initialized():
+            if device_type == "cuda":
+                torch.cuda.set_device(world.local_rank)
+            dist.init_process_group("nccl" if device_type == "cuda" else "gloo")
+        return world
+
+    def shard(self, total: int) -> slice:
+        """Rows of a global batch of ``total`` that this rank takes (equal shares, in rank order)."""
+        if total % self.size:
+            raise UsageError(f"--batch-size {total} must be a multiple of the number of processes ({self.size})")
+        share = total // self.size
+        return slice(self.rank * share, (self.rank + 1) * share)
+
+    def mean(self, values: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The average over ranks of each value (for logging losses of the global batch)."""
+        if not self.distributed or not values:
+            return values
+        keys = sorted(values)
+        stacked = torch.stack([values[k].detach().float().reshape(()) for k in keys])
+        dist.all_reduce(stacked)
+        return {k: v / self.size for k, v in zip(keys, stacked)}
+
+    def any(self, flag: bool, device: torch.device) -> bool:
+        """True on every rank when ``flag`` is true on one (so all stop at the same iteration)."""
+        if not self.distributed:
+            return flag
+        value = torch.tensor([1.0 if flag else 0.0], device=device)
+        dist.all_reduce(value, op=dist.ReduceOp.MAX)
+        return bool(value.item() > 0)
+
+    def barrier(self) -> None:
+        if self.distributed:
+            dist.barrier()
+
+    def broadcast(self, obj: Any) -> Any:
+        """Rank 0's ``obj`` on every rank (e.g. the run id)."""
+        if not self.distributed:
+            return obj
+        box = [obj]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
+    def close(self) -> None:
+        if self.distributed and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def wrap(objective: torch.nn.Module, world: World, device: torch.device) -> torch.nn.Module:
+    """``objective`` under DistributedDataParallel when there are several ranks.
+
+    On CUDA the backbone's BatchNorm layers become SyncBatchNorm first: source and target go
+    through G in separate forward passes, and each pass then normalises over that domain's whole
+    global batch, exactly as the single-process run does. SyncBatchNorm runs on GPUs only; under
+    gloo on CPUs each rank normalises over its own share (B / N images per domain), so a CPU run
+    with several processes follows the single-process one closely, not exactly.
+    """
+    if not world.distributed:
+        return objective
+    from torch.nn.parallel import DistributedDataParallel
+
+    if device.type == "cuda":
+        objective = torch.nn.SyncBatchNorm.convert_sync_batchnorm(objective)
+        return DistributedDataParallel(objective, device_ids=[device.index])
+    return DistributedDataParallel(objective)
