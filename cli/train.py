@@ -9,7 +9,7 @@ from typing import Optional
 import typer
 
 from symnets_deploy.cli.main import command, handle_errors
-from symnets_deploy.enums import Ablation, Device, Head, Method
+from symnets_deploy.enums import Ablation, DataOn, Device, Head, Method
 from symnets_deploy.train.config import DEFAULTS as D
 
 DATA, MODEL, OPTIMISATION, SCHEDULE, OUTPUT, ADVANCED = "Data", "Model", "Optimisation", "Schedule", "Output", "Advanced"
@@ -50,6 +50,7 @@ def train(
     device: Device = typer.Option(Device(D["device"]), help="auto: CUDA when present (bf16 there, fp32 on CPU).", rich_help_panel=ADVANCED),
     nproc: int = typer.Option(1, "--nproc", min=1, metavar="N", help="Train with N processes (torchrun; one GPU each on CUDA).", rich_help_panel=ADVANCED),
     cuda_graph: bool = typer.Option(D["cuda_graph"], help="On CUDA, run each iteration as one CUDA graph.", rich_help_panel=ADVANCED),
+    data_on: DataOn = typer.Option(DataOn(D["data_on"]), help="Decoded images on the GPU, or in host memory (auto: GPU if they fit).", rich_help_panel=ADVANCED),
     threads: int = typer.Option(D["threads"], help="Image decoding threads (0: one per CPU core).", rich_help_panel=ADVANCED),
     cache: bool = typer.Option(D["cache"], help="Keep decoded domains on disk for the next run.", rich_help_panel=ADVANCED),
     cache_dir: Optional[Path] = typer.Option(None, help="Decoded-image cache folder (default: under ~/.cache).", rich_help_panel=ADVANCED),
@@ -79,7 +80,7 @@ def train(
         iterations=iterations, batch_size=batch_size, lr=lr, backbone_lr_mult=backbone_lr_mult, momentum=momentum,
         weight_decay=weight_decay, lr_alpha=lr_alpha, lr_beta=lr_beta, lambda_gamma=lambda_gamma, image_size=image_size,
         device=device.value, seed=seed, out=str(out or new_run_folder()), eval_every=eval_every, checkpoint_every=checkpoint_every,
-        log_every=log_every, threads=threads, cache=cache, cache_dir=str(cache_dir) if cache_dir else None, cuda_graph=cuda_graph, report=report,
+        log_every=log_every, threads=threads, cache=cache, cache_dir=str(cache_dir) if cache_dir else None, cuda_graph=cuda_graph, report=report, data_on=data_on.value,
     )
     if resume is not None:
         # Typer (and the click it wraps or vendors) says where each value came from; defaults are not "given".

@@ -55,6 +55,14 @@ class Ablation(str, Enum):
     domain_confusion_only = "domain-confusion-only"  # (8) degraded to the domain-level (12)
 
 
+class DataOn(str, Enum):
+    """Where a CUDA training run keeps its decoded images; ``auto``: on the GPU when they fit its budget."""
+
+    auto = "auto"
+    gpu = "gpu"
+    host = "host"
+
+
 class Precision(str, Enum):
     """Numeric precision of an exported artifact (inputs and outputs stay float32).
 

@@ -11,7 +11,7 @@ from dataclasses import MISSING, asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Optional
 
-from symnets_deploy.enums import Ablation, Device, Head, Method, parse_choice
+from symnets_deploy.enums import Ablation, DataOn, Device, Head, Method, parse_choice
 from symnets_deploy.errors import UsageError
 
 #: ``weights`` value meaning "the backbone's own pretrained weights".
@@ -57,6 +57,7 @@ class TrainConfig:
     cache_dir: Optional[str] = None
     cuda_graph: bool = True
     report: bool = True
+    data_on: str = DataOn.auto.value
 
     def __post_init__(self) -> None:
         from symnets_deploy.train.backbones import get_backbone  # torch: only once a run is configured
@@ -69,7 +70,7 @@ class TrainConfig:
         if self.backbone_lr_mult is None:
             # Paper: pretrained G learns 10x slower than the head; a randomly initialised G must not.
             object.__setattr__(self, "backbone_lr_mult", 0.1 if self.weights is not None else 1.0)
-        for name, enum in (("method", Method), ("ablation", Ablation), ("head", Head), ("device", Device)):
+        for name, enum in (("method", Method), ("ablation", Ablation), ("head", Head), ("device", Device), ("data_on", DataOn)):
             object.__setattr__(self, name, parse_choice(enum, getattr(self, name), name).value)
         if self.method == Method.source_only and self.ablation != Ablation.none:
             raise UsageError("--ablation applies to --method symnets only")
@@ -100,7 +101,7 @@ class TrainConfig:
 
 #: Fields that change how fast a run goes or what it writes besides the model, not what it
 #: computes: ``--resume`` accepts new values.
-SPEED_ONLY = ("threads", "cache", "cache_dir", "cuda_graph", "report")
+SPEED_ONLY = ("threads", "cache", "cache_dir", "cuda_graph", "report", "data_on")
 
 #: Default of every field that has one: ``symnets train``'s options start from these.
 DEFAULTS: dict[str, Any] = {f.name: f.default for f in fields(TrainConfig) if f.default is not MISSING}

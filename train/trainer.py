@@ -17,7 +17,7 @@ from typing import Any, Callable, Optional
 import torch
 
 from symnets_deploy.card import ModelCard
-from symnets_deploy.enums import Device, Method
+from symnets_deploy.enums import DataOn, Device, Method
 from symnets_deploy.errors import Interrupted, UsageError
 from symnets_deploy.evaluation import summarize
 from symnets_deploy.preprocess import PreprocessConfig
@@ -32,7 +32,7 @@ from symnets_deploy.train.features import AFTER, BEFORE, write_features
 from symnets_deploy.train.interrupt import StopRequest
 from symnets_deploy.train.run_folder import check_resume, claim_new_run
 from symnets_deploy.train.model import SymNet, deployed_logits
-from symnets_deploy.train.placement import DataPath, select_data_path
+from symnets_deploy.train.placement import DataPath, UploadAhead, data_location, select_data_path
 from symnets_deploy.train.schedules import annealed_lr, confusion_weight, progress
 from symnets_deploy.train.step import Objective, make_optimizer, make_step, optimizer_state
 
@@ -253,8 +253,14 @@ def train(
     reporter.stage(f"decoding {len(source.samples)} source and {len(target.samples)} target images ({placement.name} data path)")
     resize = D.train_resize(config.image_size)
     cache_dir = (Path(config.cache_dir) if config.cache_dir else default_cache_dir()) if config.cache else None
-    src_data = load_or_decode(source, resize, threads=config.threads, cache_dir=cache_dir)[0].to(device)
-    tgt_data = load_or_decode(target, resize, threads=config.threads, cache_dir=cache_dir)[0].to(device) if config.method == Method.symnets else None
+    src_data = load_or_decode(source, resize, threads=config.threads, cache_dir=cache_dir)[0]
+    tgt_data = load_or_decode(target, resize, threads=config.threads, cache_dir=cache_dir)[0] if config.method == Method.symnets else None
+    needed = sum(d.images.numel() for d in (src_data, tgt_data) if d is not None)
+    location = data_location(device, needed, config.data_on)
+    if device.type == "cuda":
+        reporter.stage(f"decoded images ({needed / 2**30:.2f} GiB) stay in {'GPU' if location is DataOn.gpu else 'pinned host'} memory (--data-on {config.data_on})")
+    if location is DataOn.gpu:
+        src_data, tgt_data = src_data.to(device), tgt_data.to(device) if tgt_data is not None else None
     # Evaluation decodes the target again through the runtime's own preprocessing (not from the
     # training tensors), so the reported accuracy is exactly what `predict` will see.
     eval_cfg = PreprocessConfig.from_card(make_card(config, source.class_names))
@@ -266,10 +272,21 @@ def train(
 
     share = world.shard(config.batch_size)  # this rank's rows of every global batch
 
-    def batch(stream: int, it: int, decoded: D.DecodedDomain) -> tuple[torch.Tensor, torch.Tensor]:
+    def crop(stream: int, it: int, decoded: D.DecodedDomain) -> tuple[torch.Tensor, torch.Tensor]:
+        """uint8 crops and labels of this rank's share, where ``decoded`` lives."""
         idx = samplers[stream].indices(it)
         x = D.random_crop_flip(decoded.images, decoded.sizes, idx, config.image_size, D.augmentation_generator(config.seed, it, stream), share)
-        return x.float().contiguous(memory_format=placement.memory_format()), decoded.labels[D.upload(idx[share], decoded.labels.device)]
+        return x, decoded.labels[D.upload(idx[share], decoded.labels.device)]
+
+    def crops(it: int) -> list[Optional[torch.Tensor]]:
+        return [*crop(0, it, src_data), crop(1, it, tgt_data)[0] if tgt_data is not None else None]
+
+    ahead = UploadAhead(crops, device, config.iterations if stop_at is None else min(config.iterations, stop_at)) if location is DataOn.host else None
+
+    def batch(it: int) -> tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
+        x_s, y_s, x_t = ahead.get(it) if ahead is not None else crops(it)
+        as_input = lambda x: None if x is None else x.float().contiguous(memory_format=placement.memory_format())  # noqa: E731
+        return as_input(x_s), y_s, as_input(x_t)
 
     def checkpoint(iteration: int, metrics: dict[str, Any]) -> None:
         if world.is_main:
@@ -295,8 +312,7 @@ def train(
             p = progress(it, config.iterations)
             lam = confusion_weight(p, config.lambda_gamma)
             lrs = [annealed_lr(group["lr0"], p, config.lr_alpha, config.lr_beta) for group in optimizer.param_groups]
-            x_s, y_s = batch(0, it, src_data)
-            x_t = batch(1, it, tgt_data)[0] if tgt_data is not None else None
+            x_s, y_s, x_t = batch(it)
             terms = step(x_s, y_s, x_t, lam, lrs)
             for k, v in terms.items():
                 sums[k] = sums.get(k, 0) + v
