@@ -13,7 +13,7 @@ from symnets_deploy.cli import options
 from symnets_deploy.cli.main import command, handle_errors
 from symnets_deploy.enums import Device, OutputFormat
 
-INPUT, OUTPUT = "Input", "Output"
+INPUT, OUTPUT, SCALE = "Input", "Output", "Scale out (\\[ray] extra)"
 
 
 @command()
@@ -29,6 +29,8 @@ def predict(
     provider: Optional[Provider] = options.PROVIDER,
     threads: int = options.THREADS,
     recursive: bool = typer.Option(True, "--recursive/--no-recursive", help="Scan sub-folders of folder inputs.", rich_help_panel=INPUT),
+    ray: Optional[str] = typer.Option(None, "--ray", metavar="ADDRESS", help="Run as a Ray Data job: local (a cluster on this machine) or a cluster address.", rich_help_panel=SCALE),
+    ray_actors: int = typer.Option(2, "--ray-actors", min=1, metavar="N", help="With --ray: actors, each with its own model.", rich_help_panel=SCALE),
 ) -> None:
     """Predict a label for every image with an exported model, without PyTorch.
 
@@ -43,6 +45,9 @@ def predict(
     if not engine.is_file():  # before scanning what may be a large folder
         raise UsageError(f"{engine}: engine file not found")
     paths = collect_paths(inputs, recursive=recursive)
+    if ray is not None:
+        _predict_on_ray(paths, engine, ray, ray_actors, output, fmt, batch_size=batch_size, top_k=top_k, device=device, provider=provider, threads=threads)
+        return
     with Predictor.load(engine, device=device, batch_size=batch_size, provider=provider, threads=threads, top_k=top_k) as predictor:
         start = time.perf_counter()
         stats = write_predictions(_progress(predictor.iter_predict_paths(paths), len(paths)), output, fmt)
@@ -52,6 +57,27 @@ def predict(
         f"({predictor.backend.name} {predictor.precision}, batch {predictor.batch_size}) -> {'stdout' if output == '-' else output}",
         err=True,
     )
+    if stats.failures:
+        raise PartialFailure(f"{stats.failures} of {stats.rows} images could not be predicted (rows with status=error)")
+
+
+def _predict_on_ray(paths, engine: Path, address: str, actors: int, output: str, fmt, **options) -> None:
+    """The same rows as without --ray, from a Ray Data job (one Predictor per actor)."""
+    from symnets_deploy.errors import PartialFailure
+    from symnets_deploy.ray_batch import predict_paths_ray
+    from symnets_deploy.writers import write_predictions
+
+    device = options.pop("device")
+    threads = options.pop("threads") or 1
+    provider = options.pop("provider")
+    start = time.perf_counter()
+    predictions = predict_paths_ray(
+        paths, engine, address=address, concurrency=actors, device=getattr(device, "value", device), threads=threads,
+        provider=getattr(provider, "value", provider), **options,
+    )
+    stats = write_predictions(predictions, output, fmt)
+    seconds = time.perf_counter() - start
+    typer.echo(f"{stats.rows} images, {stats.failures} failed, {seconds:.1f} s on Ray ({actors} actors, {address}) -> {'stdout' if output == '-' else output}", err=True)
     if stats.failures:
         raise PartialFailure(f"{stats.failures} of {stats.rows} images could not be predicted (rows with status=error)")
 

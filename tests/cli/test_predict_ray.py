@@ -1,0 +1,54 @@
+"""``symnets predict --ray``: the same rows from a Ray Data job on a local cluster (issue 12)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+pytest.importorskip("onnxruntime")
+ray = pytest.importorskip("ray")
+
+from symnets_deploy.cli.main import app  # noqa: E402
+from symnets_deploy.predictor import FIELDS  # noqa: E402
+from tests.runtime.conftest import BAD, GOOD, mixed_folder, tiny_onnx  # noqa: E402,F401  (fixtures)
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def folder(mixed_folder: Path, tmp_path_factory) -> Path:
+    """The runtime's mixed folder (every image mode, every kind of bad file) plus a name that is not UTF-8."""
+    root = tmp_path_factory.mktemp("ray") / "images"
+    shutil.copytree(mixed_folder, root)
+    Image.new("RGB", (12, 9), (200, 30, 30)).save(os.fsencode(root) + b"/odd\xff.png")
+    return root
+
+
+def test_predict_on_a_local_ray_cluster_gives_the_same_rows(tiny_onnx: Path, folder: Path, tmp_path: Path) -> None:
+    plain, on_ray = tmp_path / "plain.csv", tmp_path / "ray.csv"
+    first = runner.invoke(app, ["predict", str(folder), "--engine", str(tiny_onnx), "--output", str(plain)])
+    second = runner.invoke(app, ["predict", str(folder), "--engine", str(tiny_onnx), "--output", str(on_ray), "--ray", "local", "--ray-actors", "2"])
+    assert first.exit_code == second.exit_code == 3, (first.output, second.output)  # the bad files
+    assert on_ray.read_bytes() == plain.read_bytes()
+    text = plain.read_text(encoding="utf-8", errors="surrogateescape")
+    assert text.count(",error,") == len(BAD) and len(text.strip().splitlines()) == 1 + len(GOOD) + len(BAD) + 1
+    assert "on Ray (2 actors, local)" in second.stderr and not ray.is_initialized()  # the local cluster was shut down
+
+
+def test_a_users_ray_dataset_gets_the_prediction_columns(tiny_onnx: Path, folder: Path) -> None:
+    from symnets_deploy.ray_batch import COLUMNS, predict_dataset
+
+    paths = sorted(str(p) for p in folder.rglob("*.png") if p.name.isascii())
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        rows = predict_dataset(ray.data.from_items([{"path": p, "camera": i} for i, p in enumerate(paths)]), tiny_onnx, concurrency=1).take_all()
+    finally:
+        ray.shutdown()
+    assert sorted(r["path"] for r in rows) == paths and sorted(r["camera"] for r in rows) == list(range(len(paths)))
+    assert set(COLUMNS) <= set(rows[0]) and set(FIELDS) <= set(rows[0])
+    assert {r["status"] for r in rows} <= {"ok", "error"} and any(r["status"] == "ok" for r in rows)
