@@ -42,3 +42,9 @@ python3 "$BENCH/office_accuracy.py" --data-root "$DATA" --device "$DEVICE" --bac
 echo "== 4. resnet50 (random init: speed only), eager vs CUDA-graph step alone =="
 python3 "$BENCH/train_throughput.py" --data-root "$DATA" --device "$DEVICE" --backbone "${BACKBONE_2:-resnet50}" --batch-size "$BATCH" \
     --iterations "${TIMED:-200}" --random-init --no-train --no-compile 2>&1 | tail -7 | tee "$OUT/throughput_resnet50.md"
+
+echo "== 5. decoded images in GPU memory vs pinned host memory (whole symnets train, lite0) =="
+for WHERE in gpu host; do
+  python3 "$BENCH/train_throughput.py" --data-root "$DATA" --device "$DEVICE" --backbone "$BACKBONE" --batch-size "$BATCH" \
+      --iterations 20 --train-iterations "${HOST_ITERATIONS:-300}" --no-compile --train-args --data-on "$WHERE" 2>&1 | grep "(c)" | sed "s/^/data on $WHERE: /" | tee -a "$OUT/data_location.md"
+done

@@ -70,7 +70,9 @@ def train(
     from symnets_deploy.train.trainer import train as run_training
 
     if nproc > 1 and "WORLD_SIZE" not in os.environ:
-        raise typer.Exit(_launch(nproc))
+        raise typer.Exit(_launch(nproc, needs_out=out is None and resume is None))
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and out is None and resume is None:
+        raise UsageError("with several processes give --out, so that all of them write to one run folder ('symnets train --nproc N' picks one)")
     started = time.perf_counter()
     exports = _export_plan(export)  # names and TensorRT checked before any folder or training
     # data_root is stored absolute: export reads it back for its check images, maybe from another folder.
@@ -125,7 +127,7 @@ def _report(run: Path) -> None:
     typer.echo(f"report: {write_run_report(run).html}")
 
 
-def _launch(nproc: int) -> int:
+def _launch(nproc: int, needs_out: bool) -> int:
     """Run this same command in ``nproc`` processes with torch's elastic launcher (what torchrun runs).
 
     The processes find each other on this machine (``--standalone``); each runs ``symnets train``
@@ -139,6 +141,13 @@ def _launch(nproc: int) -> int:
 
     args = sys.argv[sys.argv.index("train") + 1:] if "train" in sys.argv else []
     args = [a for i, a in enumerate(args) if a != "--nproc" and not a.startswith("--nproc=") and (i == 0 or args[i - 1] != "--nproc")]
+    if needs_out:  # one new run folder for all processes, chosen here
+        from symnets_deploy.train.run_folder import new_run_folder, point_latest
+
+        folder = new_run_folder()
+        folder.mkdir(parents=True)
+        point_latest(folder)
+        args += ["--out", str(folder)]
     try:
         torchrun(["--standalone", "--nproc-per-node", str(nproc), "-m", "symnets_deploy.cli", "train", *args])
     except ChildFailedError as exc:

@@ -91,7 +91,12 @@ class World:
         return box[0]
 
     def close(self) -> None:
+        """Leave the process group once every rank got here (no collective still in flight)."""
         if self.distributed and dist.is_initialized():
+            import gc
+
+            gc.collect()  # a DistributedDataParallel dropped by the caller must not outlive its group
+            dist.barrier()
             dist.destroy_process_group()
 
 

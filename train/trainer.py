@@ -347,18 +347,20 @@ def train(
     if device.type == "cuda":
         torch.cuda.synchronize()
     seconds = time.perf_counter() - t0
+    used = _step_used(step)
+    step = objective = None  # DistributedDataParallel goes before its process group (world.close)
     if end < config.iterations:
         checkpoint(end, {})
         reporter.stop()
         world.close()
-        return _summary(config, eval_metrics, end - start, seconds, images_per_iter, K, len(target.samples), device, out, _step_used(step), write=False, world_size=world.size)
+        return _summary(config, eval_metrics, end - start, seconds, images_per_iter, K, len(target.samples), device, out, used, write=False, world_size=world.size)
 
     stage_seconds["train"] = time.perf_counter() - t0
     if not world.is_main:  # rank 0 evaluates and writes; the others wait for its results
         world.barrier()
         eval_metrics = world.broadcast(None)
         world.close()
-        return _summary(config, eval_metrics, end - start, seconds, images_per_iter, K, len(target.samples), device, out, _step_used(step), write=False, world_size=world.size)
+        return _summary(config, eval_metrics, end - start, seconds, images_per_iter, K, len(target.samples), device, out, used, write=False, world_size=world.size)
     reporter.stage("evaluating on the whole target domain")
     predicted = predict_heads(model, eval_images, config.eval_batch_size, placement)
     eval_metrics = accuracies(predicted, eval_labels)
@@ -366,7 +368,7 @@ def train(
     evaluation = summarize(eval_labels.numpy(), predicted[config.eval_head].numpy(), source.class_names)
     evaluation = replace(evaluation, artifact=f"{out / 'last.pt'} (head {config.eval_head})", data_dir=str(target.root))
     evaluation.save(out / TARGET_EVALUATION)
-    result = _summary(config, eval_metrics, end - start, seconds, images_per_iter, K, len(target.samples), device, out, _step_used(step), write=True, world_size=world.size)
+    result = _summary(config, eval_metrics, end - start, seconds, images_per_iter, K, len(target.samples), device, out, used, write=True, world_size=world.size)
     final = {"target_acc_ct": result.target_acc_ct, "target_acc_cs": result.target_acc_cs}
     checkpoint(end, final)
     world.broadcast(eval_metrics)

@@ -115,3 +115,19 @@ def test_a_killed_two_process_run_resumes_to_the_uninterrupted_result(runs, shap
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"]), f"resumed from {at_kill}"
     strip = [[{k: v for k, v in r.items() if k != "images_per_s"} for r in _steps(run)] for run in (runs["double"], killed)]
     assert strip[0] == strip[1]
+
+
+def test_without_out_all_processes_share_one_new_run_folder(shapes_root: Path, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from symnets_deploy.cli.main import app
+
+    args = ["train", "--source", "photos", "--target", "sketches", "--data-root", str(shapes_root), "--backbone", "tiny",
+            "--iterations", "3", "--batch-size", "4", "--image-size", "32", "--device", "cpu", "--no-report"]
+    done = subprocess.run([sys.executable, "-m", "symnets_deploy.cli", *args, "--nproc", "2"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    runs = [p for p in (tmp_path / "runs").iterdir() if not p.is_symlink()]
+    assert len(runs) == 1 and (runs[0] / "summary.json").is_file() and (tmp_path / "runs" / "latest").resolve() == runs[0].resolve()
+    # Under torchrun itself each process would pick its own folder: refused, with the way out.
+    result = CliRunner().invoke(app, args, env={"WORLD_SIZE": "2", "RANK": "0"})
+    assert result.exit_code == 2 and "give --out" in result.stderr
