@@ -7,6 +7,7 @@ code of STYLE.md's table; anything else is a bug and keeps its traceback.
 from __future__ import annotations
 
 import functools
+import os
 import sys
 from typing import Callable, Optional
 
@@ -76,8 +77,14 @@ command = functools.partial(app.command, cls=SymnetsCommand)
 
 
 def fail(err: SymnetsError) -> typer.Exit:
-    """Print one line for a user-fixable error and return the matching Exit to raise."""
-    typer.echo(f"error: {err}", err=True)
+    """Print one line for a user-fixable error and return the matching Exit to raise.
+
+    Of several training processes, only rank 0 reports an interruption (they all stop together).
+    """
+    from symnets_deploy.errors import Interrupted
+
+    if not (isinstance(err, Interrupted) and os.environ.get("RANK", "0") != "0"):
+        typer.echo(f"error: {err}", err=True)
     return typer.Exit(code=err.exit_code)
 
 

@@ -136,6 +136,7 @@ def _launch(nproc: int, needs_out: bool) -> int:
     """
     import sys
 
+    from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import main as torchrun
 
@@ -153,6 +154,8 @@ def _launch(nproc: int, needs_out: bool) -> int:
     except ChildFailedError as exc:
         codes = [failure.exitcode for failure in exc.failures.values()]
         return next((c for c in codes if c > 0), 1)
+    except SignalException as exc:  # Ctrl-C / SIGTERM: the processes checkpointed and said how to resume
+        return 128 + int(exc.sigval)
     return 0
 
 
