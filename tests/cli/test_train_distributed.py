@@ -131,3 +131,25 @@ def test_without_out_all_processes_share_one_new_run_folder(shapes_root: Path, t
     # Under torchrun itself each process would pick its own folder: refused, with the way out.
     result = CliRunner().invoke(app, args, env={"WORLD_SIZE": "2", "RANK": "0"})
     assert result.exit_code == 2 and "give --out" in result.stderr
+
+
+def test_ctrl_c_stops_all_processes_at_one_checkpoint_and_resume_finishes(shapes_root: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    args = ["train", "--source", "photos", "--target", "sketches", "--data-root", str(shapes_root), "--backbone", "tiny", "--iterations", "600",
+            "--batch-size", "4", "--image-size", "32", "--device", "cpu", "--out", str(out), "--no-report", "--no-cache", "--log-every", "5"]
+    proc = subprocess.Popen([sys.executable, "-m", "symnets_deploy.cli", *args, "--nproc", "2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not ((out / "metrics.jsonl").exists() and (out / "metrics.jsonl").read_text().strip()):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)  # to the launcher, as Ctrl-C in a terminal
+    _stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr[-2000:]
+    errors = [line for line in stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and f"symnets train --resume {out}" in errors[0] and "Traceback" not in stderr
+    stopped = int(torch.load(out / "last.pt", weights_only=True)["iteration"])
+    assert 0 < stopped < 600 and stopped % 10 == 0 and f"at iteration {stopped} of 600" in errors[0]  # ranks agree every 10
+    resumed = subprocess.run([sys.executable, "-m", "symnets_deploy.cli", "train", "--resume", str(out), "--nproc", "2"], capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert json.loads((out / "summary.json").read_text())["iterations"] == 600
+    assert [r["iteration"] for r in _steps(out)] == list(range(5, 601, 5))  # every record once, across the interruption
