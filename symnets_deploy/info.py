@@ -92,7 +92,7 @@ def environment() -> dict[str, Any]:
     facts: dict[str, Any] = {
         "symnets-deploy": __version__, "python": sys.version.split()[0], "platform": platform.platform(),
         "cpus": usable_cpus(), "numpy": _version("numpy"), "pillow": _version("PIL"),
-        "onnxruntime": _version("onnxruntime"), "tensorrt": _version("tensorrt"),
+        "onnxruntime": _version("onnxruntime"), "tensorrt": _version("tensorrt"), "ray": _version("ray"),
         "report extra (matplotlib, scikit-learn)": {"matplotlib": _version("matplotlib"), "scikit-learn": _version("sklearn")},
     }
     if facts["onnxruntime"] and not facts["onnxruntime"].startswith("present"):
