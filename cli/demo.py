@@ -22,11 +22,11 @@ def demo(
 
     Trains efficientnet_lite0 twice on the labeled studio images, once as the source-only baseline and once with SymNets using the unlabeled street images, then exports the SymNets model to ONNX with its equivalence check, predicts every street image with it through ONNX Runtime (no PyTorch in that step), draws the run's report (with the \\[report] extra) and prints one table.
     """
-    from symnets_deploy._optional import is_available
     from symnets_deploy.cli.progress import TrainProgress, console
     from symnets_deploy.export.api import ExportConfig, run_export
     from symnets_deploy.inputs import scan_folder
     from symnets_deploy.predictor import Predictor
+    from symnets_deploy.report import extra_installed, write_run_report
     from symnets_deploy.train.config import TrainConfig
     from symnets_deploy.train.synthetic import make_dataset
     from symnets_deploy.train.trainer import train
@@ -64,10 +64,8 @@ def demo(
     write_predictions(predictions, out / "predictions.csv")
     clock = stage("predict", clock)
     report = None
-    if is_available("matplotlib") and is_available("sklearn"):
+    if extra_installed():
         console.log("6/6 drawing the report of the SymNets run")
-        from symnets_deploy.report import write_run_report
-
         report = write_run_report(out / "run").html
         clock = stage("report", clock)
     correct = sum(p.label == Path(p.path).parent.name for p in predictions)

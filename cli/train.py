@@ -115,13 +115,12 @@ def train(
 
 def _report(run: Path) -> None:
     """The run's report/, when the [report] extra is installed; otherwise one line saying how to get it."""
-    from symnets_deploy._optional import is_available
     from symnets_deploy.cli.progress import console
+    from symnets_deploy.report import extra_installed, write_run_report
 
-    if not (is_available("matplotlib") and is_available("sklearn")):
+    if not extra_installed():
         console.log(f"no report drawn: pip install 'symnets-deploy[report]', then: symnets report {run}")
         return
-    from symnets_deploy.report import write_run_report
 
     console.log("drawing the report (curves, confusion matrix, t-SNE)")
     typer.echo(f"report: {write_run_report(run).html}")

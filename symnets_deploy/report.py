@@ -28,6 +28,13 @@ METRICS, EVALUATION, BEFORE, AFTER = "metrics.jsonl", "target_evaluation.json", 
 DPI = 110  # readable at 100 % zoom without being heavy
 
 
+def extra_installed() -> bool:
+    """Whether the ``[report]`` extra is there (without importing it): training draws the report only then."""
+    from symnets_deploy._optional import is_available
+
+    return is_available("matplotlib") and is_available("sklearn")
+
+
 def pyplot():
     """matplotlib's pyplot on the file-only Agg backend (no display needed), and sklearn present."""
     require("sklearn", extra="report", purpose="the run report's t-SNE")
