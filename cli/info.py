@@ -17,7 +17,9 @@ def info(
     file: Optional[Path] = typer.Argument(None, help="model.onnx, model.plan (with its sidecar), last.pt or a run folder."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of aligned lines."),
 ) -> None:
-    """Describe a model file: format, precision, classes, preprocessing, backbone, method, source -> target, training accuracy, package version and sha256 (for a .plan also its sidecar's TensorRT version, GPU and batch profile).
+    """Say what a model file is, or what this machine can run.
+
+    For a file: format, precision, classes, preprocessing, backbone, method, source -> target, training accuracy, package version and sha256 (for a .plan also its sidecar's TensorRT version, GPU and batch profile).
 
     Without a file, describe the environment: the package, Python, torch and its CUDA devices, onnxruntime and its providers, TensorRT; paste it into bug reports.
     """

@@ -18,12 +18,29 @@ from symnets_deploy import __version__
 from symnets_deploy.errors import SymnetsError
 
 
+def _no_bool_metavar(command) -> None:
+    """Flags take no value: no ``<bool>`` type column for them in ``--help``."""
+    for param in command.params:
+        if getattr(param, "is_flag", False) and param.metavar is None:
+            param.metavar = ""
+
+
 class SymnetsGroup(TyperGroup):
     """Typer's group, with usage errors (bad choice, missing option) printed like every other error.
 
     Typer would draw them in a box over several lines, with its own "Value error," inside; here
     they are one ``error: ...`` line on stderr with exit code 2, the project's form (STYLE.md 6).
     """
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        _no_bool_metavar(self)
+
+    def get_help_option(self, ctx):
+        option = super().get_help_option(ctx)
+        if option is not None:
+            option.metavar = ""
+        return option
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
         from typer._click import exceptions as click_errors
@@ -50,9 +67,7 @@ class SymnetsCommand(TyperCommand):
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        for param in self.params:
-            if getattr(param, "is_flag", False) and param.metavar is None:
-                param.metavar = ""
+        _no_bool_metavar(self)
 
     def get_help_option(self, ctx):
         option = super().get_help_option(ctx)

@@ -16,7 +16,9 @@ def report(
     run: Path = typer.Argument(..., help="Run folder written by 'symnets train'."),
     out: Optional[Path] = typer.Option(None, help="Where to write (default: RUN/report)."),
 ) -> None:
-    """Draw what adaptation did: training curves, the target confusion matrix and per-class accuracy, and a t-SNE of the features of both domains before and after adaptation; all in one report.html with the run's summary, configuration and checked artifacts.
+    """Draw what adaptation did in a run: curves, confusion matrix, t-SNE, report.html.
+
+    The figures: training curves, the target confusion matrix and per-class accuracy, and a t-SNE of the features of both domains before and after adaptation; all in one report.html with the run's summary, configuration and checked artifacts.
 
     Needs the \\[report] extra (matplotlib, scikit-learn): pip install 'symnets-deploy\\[report]'. 'symnets train' writes this report at the end of every run when the extra is installed.
     """

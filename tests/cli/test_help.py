@@ -21,7 +21,7 @@ def narrow_terminal(monkeypatch):
     import typer.rich_utils
 
     monkeypatch.setattr(typer.rich_utils, "MAX_WIDTH", 80)
-COMMANDS = ("train", "export", "predict", "evaluate", "verify", "demo")
+COMMANDS = ("train", "export", "predict", "evaluate", "verify", "demo", "info", "report")
 
 
 def _tokens(text: str) -> set[str]:
@@ -44,6 +44,12 @@ def test_help_fits_80_columns_with_every_option_whole(name: str) -> None:
         words = (param.help or "").replace("\\[", "[").split()
         missing = [w for w in words if w not in tokens]
         assert not missing, (name, param.name, missing)  # a word cut or folded mid-word is missing
+
+
+def test_top_level_help_lists_every_command_in_80_columns() -> None:
+    text = runner.invoke(app, ["--help"], env=NARROW).output
+    assert "…" not in text and "<bool>" not in text and max(len(line) for line in text.splitlines()) <= 80
+    assert all(f"│ {name} " in text for name in COMMANDS)
 
 
 def test_choices_are_shown_as_choices() -> None:
