@@ -18,29 +18,28 @@ from symnets_deploy import __version__
 from symnets_deploy.errors import SymnetsError
 
 
-def _no_bool_metavar(command) -> None:
-    """Flags take no value: no ``<bool>`` type column for them in ``--help``."""
-    for param in command.params:
-        if getattr(param, "is_flag", False) and param.metavar is None:
-            param.metavar = ""
-
-
-class SymnetsGroup(TyperGroup):
-    """Typer's group, with usage errors (bad choice, missing option) printed like every other error.
-
-    Typer would draw them in a box over several lines, with its own "Value error," inside; here
-    they are one ``error: ...`` line on stderr with exit code 2, the project's form (STYLE.md 6).
-    """
+class _FlagsWithoutType:
+    """Flags take no value: no ``<bool>`` type column for them (``--help`` included) in help."""
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        _no_bool_metavar(self)
+        for param in self.params:
+            if getattr(param, "is_flag", False) and param.metavar is None:
+                param.metavar = ""
 
     def get_help_option(self, ctx):
         option = super().get_help_option(ctx)
         if option is not None:
             option.metavar = ""
         return option
+
+
+class SymnetsGroup(_FlagsWithoutType, TyperGroup):
+    """Typer's group, with usage errors (bad choice, missing option) printed like every other error.
+
+    Typer would draw them in a box over several lines, with its own "Value error," inside; here
+    they are one ``error: ...`` line on stderr with exit code 2, the project's form (STYLE.md 6).
+    """
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
         from typer._click import exceptions as click_errors
@@ -62,18 +61,8 @@ class SymnetsGroup(TyperGroup):
         sys.exit(code if isinstance(code, int) else 0)
 
 
-class SymnetsCommand(TyperCommand):
+class SymnetsCommand(_FlagsWithoutType, TyperCommand):
     """Typer's command without a ``<bool>`` type column for flags (``--help``, ``--overwrite``...)."""
-
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        _no_bool_metavar(self)
-
-    def get_help_option(self, ctx):
-        option = super().get_help_option(ctx)
-        if option is not None:
-            option.metavar = ""
-        return option
 
 
 app = typer.Typer(
