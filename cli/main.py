@@ -80,6 +80,11 @@ app = typer.Typer(
 command = functools.partial(app.command, cls=SymnetsCommand)
 
 
+def is_rank_zero() -> bool:
+    """Whether this process reports: always, except the ranks 1.. of a multi-process training (torchrun's RANK)."""
+    return os.environ.get("RANK", "0") == "0"
+
+
 def fail(err: SymnetsError) -> typer.Exit:
     """Print one line for a user-fixable error and return the matching Exit to raise.
 
@@ -87,7 +92,7 @@ def fail(err: SymnetsError) -> typer.Exit:
     """
     from symnets_deploy.errors import Interrupted
 
-    if not (isinstance(err, Interrupted) and os.environ.get("RANK", "0") != "0"):
+    if not isinstance(err, Interrupted) or is_rank_zero():
         typer.echo(f"error: {err}", err=True)
     return typer.Exit(code=err.exit_code)
 

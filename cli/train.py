@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from symnets_deploy.cli.main import command, handle_errors
+from symnets_deploy.cli.main import command, handle_errors, is_rank_zero
 from symnets_deploy.enums import Ablation, DataOn, Device, Head, Method
 from symnets_deploy.train.config import DEFAULTS as D
 
@@ -66,7 +66,7 @@ def train(
     from symnets_deploy.cli.progress import TrainProgress, console
     from symnets_deploy.errors import UsageError
     from symnets_deploy.train.config import TrainConfig, resumed_config
-    from symnets_deploy.train.run_folder import new_run_folder, point_latest
+    from symnets_deploy.train.run_folder import make_run_folder, new_run_folder
     from symnets_deploy.train.trainer import train as run_training
 
     if nproc > 1 and "WORLD_SIZE" not in os.environ:
@@ -95,13 +95,12 @@ def train(
             raise UsageError(f"missing {', '.join(missing)} (or --resume RUN to continue a run)")
         config = TrainConfig(**values)
         if out is None:
-            Path(config.out).mkdir(parents=True)
-            point_latest(Path(config.out))  # so that `--resume runs/latest` finds an interrupted run
+            make_run_folder(Path(config.out))
     if overwrite and resume is not None:
         raise UsageError("--overwrite starts a new run; --resume continues one: give only one")
     finished = []
     result = run_training(config, TrainProgress(), resume=resume is not None, overwrite=overwrite, on_finished=finished.append)
-    if int(os.environ.get("RANK", "0")) != 0:
+    if not is_rank_zero():
         return  # rank 0 prints, exports and reports
     typer.echo(
         f"{result.source} -> {result.target} ({result.method}, {result.backbone}): target acc Ct {100 * result.target_acc_ct:.2f}%, "
@@ -142,12 +141,9 @@ def _launch(nproc: int, needs_out: bool) -> int:
     args = sys.argv[sys.argv.index("train") + 1:] if "train" in sys.argv else []
     args = [a for i, a in enumerate(args) if a != "--nproc" and not a.startswith("--nproc=") and (i == 0 or args[i - 1] != "--nproc")]
     if needs_out:  # one new run folder for all processes, chosen here
-        from symnets_deploy.train.run_folder import new_run_folder, point_latest
+        from symnets_deploy.train.run_folder import make_run_folder, new_run_folder
 
-        folder = new_run_folder()
-        folder.mkdir(parents=True)
-        point_latest(folder)
-        args += ["--out", str(folder)]
+        args += ["--out", str(make_run_folder(new_run_folder()))]
     try:
         torchrun(["--standalone", "--nproc-per-node", str(nproc), "-m", "symnets_deploy.cli", "train", *args])
     except ChildFailedError as exc:

@@ -37,6 +37,13 @@ def card_facts(card: ModelCard) -> dict[str, Any]:
     }
 
 
+def file_facts(path: Path) -> dict[str, Any]:
+    """Name, size and sha256: what tells two copies of a model file apart."""
+    from symnets_deploy.sidecar import sha256_file
+
+    return {"file": str(path), "size_mib": round(path.stat().st_size / 2**20, 2), "sha256": sha256_file(path)}
+
+
 def describe_file(path: str | Path) -> dict[str, Any]:
     """Format, precision, card facts and checksums of an ``.onnx`` or ``.plan`` file.
 
@@ -45,12 +52,10 @@ def describe_file(path: str | Path) -> dict[str, Any]:
         ArtifactError: not a model of this package (no card, bad sidecar).
         MissingDependencyError: an ``.onnx`` without onnxruntime.
     """
-    from symnets_deploy.sidecar import sha256_file
-
     path = Path(path)
     if not path.is_file():
         raise UsageError(f"{path}: no such file")
-    facts: dict[str, Any] = {"file": str(path), "size_mib": round(path.stat().st_size / 2**20, 2), "sha256": sha256_file(path)}
+    facts = file_facts(path)
     suffix = path.suffix.lower()
     if suffix == ".onnx":
         from symnets_deploy.backends.ort import OrtBackend

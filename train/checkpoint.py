@@ -90,13 +90,12 @@ def model_from_checkpoint(path: Path) -> tuple[SymNet, ModelCard, TrainConfig]:
 
 def describe_checkpoint(path: Path) -> dict[str, Any]:
     """``symnets info`` facts of a checkpoint (or run folder): the card's, plus how far the run got."""
-    from symnets_deploy.info import card_facts
-    from symnets_deploy.sidecar import sha256_file
+    from symnets_deploy.info import card_facts, file_facts
 
     path = Path(path) / "last.pt" if Path(path).is_dir() else Path(path)
     ckpt = load_checkpoint(path)
     config = ckpt.get("config", {})
-    facts: dict[str, Any] = {"file": str(path), "size_mib": round(path.stat().st_size / 2**20, 2), "sha256": sha256_file(path), "format": "checkpoint"}
+    facts = {**file_facts(path), "format": "checkpoint"}
     facts.update(card_facts(ModelCard.from_dict(ckpt["card"])))
     facts["run"] = {
         "run_id": ckpt.get("run_id"), "iteration": f"{int(ckpt.get('iteration', 0))} of {config.get('iterations', '?')}",

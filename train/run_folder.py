@@ -82,6 +82,14 @@ def new_run_folder(root: Path = Path("runs")) -> Path:
     return candidate
 
 
+def make_run_folder(run: Path) -> Path:
+    """Create a new default run folder and link ``runs/latest`` to it, so that ``--resume runs/latest``
+    finds the run even when it is interrupted before it ends."""
+    run.mkdir(parents=True)
+    point_latest(run)
+    return run
+
+
 def point_latest(run: Path) -> Path | None:
     """Make ``<runs>/latest`` a symlink to ``run`` (atomically); a real folder named latest is left alone.
 

@@ -281,7 +281,6 @@ def train(
     def crops(it: int) -> list[Optional[torch.Tensor]]:
         return [*crop(0, it, src_data), crop(1, it, tgt_data)[0] if tgt_data is not None else None]
 
-    ahead = UploadAhead(crops, device, config.iterations if stop_at is None else min(config.iterations, stop_at)) if location is DataOn.host else None
 
     def batch(it: int) -> tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
         x_s, y_s, x_t = ahead.get(it) if ahead is not None else crops(it)
@@ -298,6 +297,7 @@ def train(
 
     images_per_iter = config.batch_size * (2 if config.method == Method.symnets else 1)
     end = config.iterations if stop_at is None else min(config.iterations, stop_at)
+    ahead = UploadAhead(crops, device, end) if location is DataOn.host else None
     stage_seconds["decode"] = time.perf_counter() - clock - stage_seconds["setup"]
     model.train()
     step = make_step(model, optimizer, config, placement, objective)
