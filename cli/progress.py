@@ -21,6 +21,9 @@ class TrainProgress:
     def stage(self, text: str) -> None:
         console.log(text)
 
+    def warn(self, text: str) -> None:
+        console.print(f"[yellow]warning:[/yellow] {text}", highlight=False, soft_wrap=True)
+
     def start(self, total: int, completed: int) -> None:
         self._progress = Progress(
             TextColumn("[bold]train"), BarColumn(bar_width=16), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),

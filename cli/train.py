@@ -9,7 +9,7 @@ from typing import Optional
 import typer
 
 from symnets_deploy.cli.main import command, handle_errors, is_rank_zero
-from symnets_deploy.enums import Ablation, DataOn, Device, Head, Method
+from symnets_deploy.enums import Ablation, DataOn, Device, Head, Method, TargetLabels
 from symnets_deploy.train.config import DEFAULTS as D
 
 DATA, MODEL, OPTIMISATION, SCHEDULE, OUTPUT, ADVANCED = "Data", "Model", "Optimisation", "Schedule", "Output", "Advanced"
@@ -20,8 +20,10 @@ DATA, MODEL, OPTIMISATION, SCHEDULE, OUTPUT, ADVANCED = "Data", "Model", "Optimi
 def train(
     ctx: typer.Context,
     source: Optional[str] = typer.Option(None, help="Labeled source domain, a folder under --data-root.", rich_help_panel=DATA),
-    target: Optional[str] = typer.Option(None, help="Unlabeled target domain, a folder under --data-root.", rich_help_panel=DATA),
-    data_root: Optional[Path] = typer.Option(None, help="Folder laid out as <domain>/<class>/<image>.", rich_help_panel=DATA),
+    target: Optional[str] = typer.Option(None, help="Target domain, a folder under --data-root: any images (labels not needed).", rich_help_panel=DATA),
+    data_root: Optional[Path] = typer.Option(None, help="Folder holding <source>/<class>/<image> and <target>/.", rich_help_panel=DATA),
+    source_val: float = typer.Option(D["source_val"], metavar="FRACTION", help="Source images held out per class for label-free scores (0: train on all).", rich_help_panel=DATA),
+    target_labels: TargetLabels = typer.Option(TargetLabels(D["target_labels"]), help="Target class folders: use (to evaluate only) or ignore.", rich_help_panel=DATA),
     dataset: Optional[str] = typer.Option(None, help="Check names against a preset: office31, office_caltech10, office_home, imageclef.", rich_help_panel=DATA),
     backbone: str = typer.Option(D["backbone"], help="Feature extractor G: efficientnet_lite0, resnet50 or tiny.", rich_help_panel=MODEL),
     weights: Optional[Path] = typer.Option(None, help="Backbone state-dict file (default: its ImageNet weights).", rich_help_panel=MODEL),
@@ -44,8 +46,9 @@ def train(
     resume: Optional[Path] = typer.Option(None, help="Continue this run folder with its saved options.", rich_help_panel=OUTPUT),
     export: Optional[str] = typer.Option(None, "--export", metavar="VARIANTS", help="Then export and check: onnx, fp16, int8, trt, trt-fp16 (comma-separated).", rich_help_panel=OUTPUT),
     report: bool = typer.Option(D["report"], help="Write report/ (plots, report.html) at the end; needs the \\[report] extra.", rich_help_panel=OUTPUT),
-    eval_every: int = typer.Option(D["eval_every"], help="Evaluate on the target every N iterations (0: at the end).", rich_help_panel=OUTPUT),
+    eval_every: Optional[int] = typer.Option(D["eval_every"], metavar="N", help="Score every N iterations (default: 10 times a run; 0: at the end).", rich_help_panel=OUTPUT),
     checkpoint_every: int = typer.Option(D["checkpoint_every"], help="Write last.pt every N iterations (0: at the end).", rich_help_panel=OUTPUT),
+    keep_every: int = typer.Option(D["keep_every"], metavar="N", help="Keep the weights of every N-th iteration for 'symnets select'.", rich_help_panel=OUTPUT),
     log_every: int = typer.Option(D["log_every"], help="Write a metrics.jsonl record every N iterations.", rich_help_panel=OUTPUT),
     device: Device = typer.Option(Device(D["device"]), help="auto: CUDA when present (bf16 there, fp32 on CPU).", rich_help_panel=ADVANCED),
     nproc: int = typer.Option(1, "--nproc", min=1, metavar="N", help="Train with N processes (torchrun; one GPU each on CUDA).", rich_help_panel=ADVANCED),
@@ -57,7 +60,9 @@ def train(
 ) -> None:
     """Adapt a classifier from a labeled source domain to an unlabeled target domain.
 
-    Writes the run folder: last.pt (weights, optimizer, RNG and model card), config.json, metrics.jsonl, summary.json and, with the \\[report] extra, report/report.html. --resume RUN continues exactly where RUN stopped; Ctrl-C saves a checkpoint first. --export onnx,fp16 then writes model.onnx and model.fp16.onnx into the run folder, each checked as 'symnets export' checks it.
+    The target needs no labels: its images are found recursively. Class folders that are the source's are used to evaluate only (--target-labels ignore: not at all); every output says which. A share of the source images (--source-val) is held out of training, and every evaluation writes label-free scores (held-out source accuracy, target confidence, entropy, class shares, Cs/Ct agreement, cluster V-measure) that need no target label.
+
+    Writes the run folder: last.pt (weights, optimizer, RNG and model card), config.json, metrics.jsonl, summary.json, source_split.json and, with the \\[report] extra, report/report.html. --keep-every N keeps weights in checkpoints/ for 'symnets select'. --resume RUN continues exactly where RUN stopped; Ctrl-C saves a checkpoint first. --export onnx,fp16 then writes model.onnx and model.fp16.onnx into the run folder, each checked as 'symnets export' checks it.
 
     The learning rate anneals as lr0 / (1 + alpha p)^beta and the confusion weight rises as 2 / (1 + exp(-gamma p)) - 1, with p the training progress (paper section 4.1).
     """
@@ -78,6 +83,7 @@ def train(
     # data_root is stored absolute: export reads it back for its check images, maybe from another folder.
     values = dict(
         source=source, target=target, data_root=str(data_root.resolve()) if data_root else None, dataset=dataset, backbone=backbone,
+        source_val=source_val, target_labels=target_labels.value, keep_every=keep_every,
         weights=str(weights) if weights else D["weights"], method=method.value, ablation=ablation.value, head=head.value,
         iterations=iterations, batch_size=batch_size, lr=lr, backbone_lr_mult=backbone_lr_mult, momentum=momentum,
         weight_decay=weight_decay, lr_alpha=lr_alpha, lr_beta=lr_beta, lambda_gamma=lambda_gamma, image_size=image_size,
@@ -102,14 +108,25 @@ def train(
     result = run_training(config, TrainProgress(), resume=resume is not None, overwrite=overwrite, on_finished=finished.append)
     if not is_rank_zero():
         return  # rank 0 prints, exports and reports
-    typer.echo(
-        f"{result.source} -> {result.target} ({result.method}, {result.backbone}): target acc Ct {100 * result.target_acc_ct:.2f}%, "
-        f"Cs {100 * result.target_acc_cs:.2f}% | {result.iterations} it in {result.seconds:.1f}s, {result.images_per_s:.1f} img/s | {result.out}"
-    )
+    typer.echo(result_line(result))
     if exports and finished:
         _export_after_training(exports, finished[0], Path(config.out), started)
     if config.report and finished:
         _report(Path(config.out))
+
+
+def result_line(result) -> str:
+    """The run's one-line result: label-free scores, and target accuracy marked as evaluation only where labels exist."""
+    from symnets_deploy.label_free import describe
+
+    accuracy = (
+        f"target acc Ct {100 * result.target_acc_ct:.2f}%, Cs {100 * result.target_acc_cs:.2f}% (class folders, evaluation only) | "
+        if result.target_acc_ct is not None else "target labels: none | "
+    )
+    return (
+        f"{result.source} -> {result.target} ({result.method}, {result.backbone}): {accuracy}{describe(result.label_free)} | "
+        f"{result.iterations} it in {result.seconds:.1f}s, {result.images_per_s:.1f} img/s | {result.out}"
+    )
 
 
 def _report(run: Path) -> None:
@@ -169,7 +186,6 @@ def _export_after_training(exports, trained, out: Path, started: float) -> None:
     import time
 
     from symnets_deploy.cli.progress import console
-    from symnets_deploy.errors import EquivalenceError
     from symnets_deploy.export.variants import check_images, export_trained
 
     names, env = exports
@@ -177,6 +193,13 @@ def _export_after_training(exports, trained, out: Path, started: float) -> None:
     outcomes = export_trained(trained.model, trained.card, images, names, out, env, stage=console.log)
     stages = {**trained.seconds, **{f"export {o.name}": o.seconds for o in outcomes}}
     typer.echo("stages: " + ", ".join(f"{name} {sec:.1f}s" for name, sec in stages.items()) + f" | total {time.perf_counter() - started:.1f}s")
+    report_outcomes(outcomes, out)
+
+
+def report_outcomes(outcomes, out: Path) -> None:
+    """One line per exported variant (passed with its report, or FAILED); exit 6 if any check failed."""
+    from symnets_deploy.errors import EquivalenceError
+
     for o in outcomes:
         if o.produced is not None:
             accuracy = (o.produced.accuracy or {}).get(o.produced.report.comparisons[0].candidate)
@@ -186,4 +209,4 @@ def _export_after_training(exports, trained, out: Path, started: float) -> None:
             typer.echo(f"{o.name}: FAILED: {o.error}")
     failed = [o.name for o in outcomes if o.error is not None]
     if failed:
-        raise EquivalenceError(f"{', '.join(failed)}: equivalence check failed (see above); the trained run and the other artifacts are kept in {out}")
+        raise EquivalenceError(f"{', '.join(failed)}: equivalence check failed (see above); the other artifacts are kept in {out}")

@@ -17,6 +17,7 @@ from typing import Optional
 import numpy as np
 
 from symnets_deploy.card import ModelCard
+from symnets_deploy.enums import TargetLabels
 from symnets_deploy.errors import ImageError, UsageError
 from symnets_deploy.evaluation import scan_labeled_folder
 from symnets_deploy.inputs import scan_folder
@@ -77,7 +78,7 @@ def data_roots(data_root: str) -> list[Path]:
 
 
 def _target_domain_images(card: ModelCard) -> tuple[str, list[tuple[Path, Optional[int]]]]:
-    from symnets_deploy.train.data import scan_domain
+    from symnets_deploy.train.data import scan_target
 
     data_root = card.train_config.get("data_root")
     hint = f"pass --calibration-images DIR with real images of the target domain{f' ({card.target!r})' if card.target else ''}"
@@ -88,9 +89,11 @@ def _target_domain_images(card: ModelCard) -> tuple[str, list[tuple[Path, Option
     if found is None:
         tried = ", ".join(str(root / card.target) for root in roots)
         raise UsageError(f"no calibration images: the model's target domain is not on this machine (looked in {tried}); {hint}")
-    domain = scan_domain(found, card.target)
-    index = {name: i for i, name in enumerate(card.class_names)}
-    return str(domain.root), [(path, index.get(domain.class_names[label])) for path, label in domain.samples]
+    ignore = card.train_config.get("target_labels") == TargetLabels.ignore.value
+    domain = scan_target(found, card.target, card.class_names, ignore_labels=ignore)
+    if not domain.labeled:
+        return str(domain.root), [(path, None) for path, _ in domain.samples]
+    return str(domain.root), list(domain.samples)
 
 
 def _folder_images(folder: Path, card: ModelCard) -> list[tuple[Path, Optional[int]]]:

@@ -67,10 +67,11 @@ class Outcome:
 
 
 def check_images(images, labels, paths: Sequence[Path], source: Path, max_images: int = DEFAULT_MAX_IMAGES) -> CalibrationImages:
-    """The decoded target domain (uint8 [N,3,S,S] tensor) as the export's check set, capped as ``symnets export`` caps it."""
+    """The decoded target domain (uint8 [N,3,S,S] tensor; labels None when unlabeled) as the export's check set, capped as ``symnets export`` caps it."""
     keep = spread(list(range(len(paths))), max_images)
     batch = images[keep].float().numpy()
-    return CalibrationImages(str(source), tuple(paths[i] for i in keep), (), batch, tuple(int(labels[i]) for i in keep))
+    known = tuple(int(labels[i]) for i in keep) if labels is not None else None
+    return CalibrationImages(str(source), tuple(paths[i] for i in keep), (), batch, known)
 
 
 def export_trained(

@@ -55,6 +55,14 @@ class Ablation(str, Enum):
     domain_confusion_only = "domain-confusion-only"  # (8) degraded to the domain-level (12)
 
 
+class TargetLabels(str, Enum):
+    """What training does with target class folders that match the source's: ``use`` them to
+    evaluate (never to train or choose), or ``ignore`` them (an honest label-free experiment)."""
+
+    use = "use"
+    ignore = "ignore"
+
+
 class DataOn(str, Enum):
     """Where a CUDA training run keeps its decoded images; ``auto``: on the GPU when they fit its budget."""
 

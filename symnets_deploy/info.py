@@ -21,7 +21,8 @@ from symnets_deploy.errors import SymnetsError, UsageError
 
 def card_facts(card: ModelCard) -> dict[str, Any]:
     """The card's facts a user asks about first, in reading order."""
-    metrics = {k: v for k, v in card.metrics.items() if isinstance(v, (int, float))}
+    metrics = {k: v for k, v in card.metrics.items() if k.startswith("target_acc") and isinstance(v, (int, float))}
+    scores = card.metrics.get("label_free")
     return {
         "classes": list(card.class_names),
         "num_classes": card.num_classes,
@@ -31,10 +32,30 @@ def card_facts(card: ModelCard) -> dict[str, Any]:
         "method": card.method,
         "head": card.head,
         "adaptation": f"{card.source or '?'} -> {card.target or '?'}" + (f" ({card.dataset})" if card.dataset else ""),
+        "target_labels": _target_labels(card.metrics),
         "training_accuracy": {k: round(100 * v, 2) for k, v in metrics.items()} or None,
+        "label_free": {k: _rounded(scores.get(k)) for k in (*LABEL_FREE_SHOWN, "source_val_images", "target_images") if k in scores} if scores else None,
+        "warnings": card.metrics.get("warnings") or None,
         "package_version": card.package_version,
         "created": card.created,
     }
+
+
+#: Label-free scores ``symnets info`` shows (``class_shares`` is summarised by its smallest share).
+LABEL_FREE_SHOWN = ("source_val_acc_ct", "source_val_acc_cs", "target_mean_confidence", "target_entropy", "im_diversity",
+                    "smallest_class_share", "cs_ct_agreement", "v_measure")
+
+
+def _target_labels(metrics: dict[str, Any]) -> str | None:
+    """What the card's numbers rest on; None for a card written before label-free scores."""
+    labels = metrics.get("target_labels")
+    if labels is None:
+        return None
+    return "from class folders, used for evaluation only" if labels == "class folders" else "none (every number label-free)"
+
+
+def _rounded(value: Any) -> Any:
+    return round(value, 4) if isinstance(value, float) else value
 
 
 def file_facts(path: Path) -> dict[str, Any]:

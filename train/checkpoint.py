@@ -79,7 +79,7 @@ def model_from_checkpoint(path: Path) -> tuple[SymNet, ModelCard, TrainConfig]:
     """
     ckpt = load_checkpoint(path)
     card = ModelCard.from_dict(ckpt["card"])
-    config = TrainConfig.from_dict(ckpt["config"])
+    config = TrainConfig.from_saved(ckpt["config"])
     model = build_model(config, card.num_classes, weights=None)
     try:
         model.load_state_dict(ckpt["model"])

@@ -11,11 +11,14 @@ from dataclasses import MISSING, asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Optional
 
-from symnets_deploy.enums import Ablation, DataOn, Device, Head, Method, parse_choice
+from symnets_deploy.enums import Ablation, DataOn, Device, Head, Method, TargetLabels, parse_choice
 from symnets_deploy.errors import UsageError
 
 #: ``weights`` value meaning "the backbone's own pretrained weights".
 PRETRAINED = "imagenet"
+
+#: Evaluations (accuracy where labels exist, label-free scores) in a run whose --eval-every is not given.
+EVALUATIONS_PER_RUN = 10
 
 
 @dataclass(frozen=True)
@@ -48,8 +51,11 @@ class TrainConfig:
     device: str = Device.auto.value
     seed: int = 0
     out: str = "runs/latest"
-    eval_every: int = 0
+    eval_every: Optional[int] = None
     checkpoint_every: int = 0
+    keep_every: int = 0
+    source_val: float = 0.1
+    target_labels: str = TargetLabels.use.value
     log_every: int = 10
     eval_batch_size: int = 64
     threads: int = 0
@@ -70,14 +76,18 @@ class TrainConfig:
         if self.backbone_lr_mult is None:
             # Paper: pretrained G learns 10x slower than the head; a randomly initialised G must not.
             object.__setattr__(self, "backbone_lr_mult", 0.1 if self.weights is not None else 1.0)
-        for name, enum in (("method", Method), ("ablation", Ablation), ("head", Head), ("device", Device), ("data_on", DataOn)):
+        if self.eval_every is None:
+            object.__setattr__(self, "eval_every", max(1, self.iterations // EVALUATIONS_PER_RUN))
+        for name, enum in (("method", Method), ("ablation", Ablation), ("head", Head), ("device", Device), ("data_on", DataOn), ("target_labels", TargetLabels)):
             object.__setattr__(self, name, parse_choice(enum, getattr(self, name), name).value)
         if self.method == Method.source_only and self.ablation != Ablation.none:
             raise UsageError("--ablation applies to --method symnets only")
         for name in ("iterations", "batch_size", "image_size", "eval_batch_size"):
             if getattr(self, name) <= 0:
                 raise UsageError(f"{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
-        for name in ("eval_every", "checkpoint_every", "log_every", "threads"):
+        if not 0 <= self.source_val < 1:
+            raise UsageError(f"source-val must be in [0, 1), got {self.source_val}")
+        for name in ("eval_every", "checkpoint_every", "keep_every", "log_every", "threads"):
             if getattr(self, name) < 0:
                 raise UsageError(f"{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
         if self.lr <= 0:
@@ -98,10 +108,18 @@ class TrainConfig:
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in known})
 
+    @classmethod
+    def from_saved(cls, data: dict[str, Any]) -> "TrainConfig":
+        """A config saved by any version: fields added since take the value that version used."""
+        return cls.from_dict({**LEGACY, **data})
+
 
 #: Fields that change how fast a run goes or what it writes besides the model, not what it
 #: computes: ``--resume`` accepts new values.
 SPEED_ONLY = ("threads", "cache", "cache_dir", "cuda_graph", "report", "data_on")
+
+#: What a run saved before a field existed did in its place (no held-out split, labels as found).
+LEGACY: dict[str, Any] = {"source_val": 0.0, "keep_every": 0, "target_labels": TargetLabels.use.value, "eval_every": 0}
 
 #: Default of every field that has one: ``symnets train``'s options start from these.
 DEFAULTS: dict[str, Any] = {f.name: f.default for f in fields(TrainConfig) if f.default is not MISSING}
@@ -134,7 +152,7 @@ def resumed_config(run: Path, given: dict[str, Any]) -> "TrainConfig":
     path = Path(run) / "config.json"
     if not path.is_file():
         raise UsageError(f"{path}: no run to resume (config.json missing)")
-    saved = TrainConfig.from_dict({**json.loads(path.read_text(encoding="utf-8")), "out": str(run)}).to_dict()
+    saved = TrainConfig.from_saved({**json.loads(path.read_text(encoding="utf-8")), "out": str(run)}).to_dict()
     differences = []
     for name, asked in given.items():
         if name in SPEED_ONLY or (name == "iterations" and asked >= saved["iterations"]):

@@ -9,7 +9,7 @@ which makes resume exact without saving sampler state.
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -27,18 +27,31 @@ from symnets_deploy.train.presets import PRESETS
 MAX_ASPECT = 2.0
 
 
+#: The label of every image of an unlabeled domain.
+UNLABELED = -1
+
+
 @dataclass(frozen=True)
 class Domain:
-    """One domain on disk: its folder, class list and (path, label) samples in sorted order."""
+    """One domain on disk: its folder, class list and (path, label) samples in sorted order.
+
+    An unlabeled domain (a target without class folders, or with ``--target-labels ignore``) has
+    the source's class list and ``UNLABELED`` as every label.
+    """
 
     name: str
     root: Path
     class_names: tuple[str, ...]
     samples: tuple[tuple[Path, int], ...]
+    labeled: bool = True
 
     @property
     def labels(self) -> np.ndarray:
         return np.array([label for _, label in self.samples], dtype=np.int64)
+
+    def subset(self, index: Sequence[int]) -> "Domain":
+        """The same domain restricted to ``samples[i]`` for each ``i`` in ``index`` (in that order)."""
+        return replace(self, samples=tuple(self.samples[i] for i in index))
 
 
 def domain_dir(data_root: Path, domain: str) -> Path:
@@ -69,12 +82,45 @@ def scan_domain(data_root: Path, name: str) -> Domain:
     return Domain(name, root, class_names, tuple(samples))
 
 
-def load_domains(data_root: Path, source: str, target: str, preset: Optional[str] = None) -> tuple[Domain, Domain]:
-    """Scan source and target and check that they share one class list (and fit the preset).
+def scan_target(data_root: Path, name: str, class_names: Sequence[str], *, ignore_labels: bool = False, source_name: str = "source") -> Domain:
+    """The target domain: labeled when its class folders are the source's, else unlabeled.
+
+    Unlabeled means every image under the folder, found recursively (hidden files skipped,
+    sorted by path): loose images, or sub-folders that are not classes (dates, cameras). Class
+    folders that are the source's are labels, used for evaluation only; ``ignore_labels`` treats
+    them as plain sub-folders. Labeled and ignored scans list the images in the same order.
 
     Raises:
-        UsageError: missing/empty domain, different class folders, or a preset mismatch,
-            with the difference spelled out.
+        UsageError: the folder is missing or holds no image; or some sub-folders are source
+            classes and others are not, or images lie beside class folders (another label set).
+    """
+    root = domain_dir(data_root, name)
+    if not root.is_dir():
+        available = sorted(p.name for p in Path(data_root).iterdir() if p.is_dir()) if Path(data_root).is_dir() else []
+        raise UsageError(f"{root}: domain folder not found (domains under {data_root}: {', '.join(available) or 'none'})")
+    folders = {p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")}
+    classes = folders & set(class_names)
+    if classes and not ignore_labels:
+        loose = scan_folder(root, recursive=False)
+        if folders != set(class_names) or loose:
+            detail = _difference(tuple(class_names), tuple(sorted(folders)), source_name, name) or f"{len(loose)} images beside the class folders"
+            raise UsageError(
+                f"{root}: target sub-folders are partly the source's classes ({detail}); give it the source's class folders exactly, "
+                "or --target-labels ignore to use its images without labels"
+            )
+        return scan_domain(data_root, name)
+    samples = tuple((path, UNLABELED) for path in scan_folder(root))
+    if not samples:
+        raise UsageError(f"{root}: domain '{name}' has no images (extensions: {', '.join(sorted(IMAGE_EXTENSIONS))})")
+    return Domain(name, root, tuple(class_names), samples, labeled=False)
+
+
+def load_domains(data_root: Path, source: str, target: str, preset: Optional[str] = None, *, ignore_target_labels: bool = False) -> tuple[Domain, Domain]:
+    """Scan the labeled source and the target (labeled or not; see ``scan_target``), checking a preset.
+
+    Raises:
+        UsageError: missing/empty domain, a target labeled with other classes, or a preset
+            mismatch, with the difference spelled out.
     """
     if not Path(data_root).is_dir():
         raise UsageError(f"{data_root}: data root not found")
@@ -88,15 +134,35 @@ def load_domains(data_root: Path, source: str, target: str, preset: Optional[str
         for d in (source, target):
             if d not in spec.domains:
                 raise UsageError(f"domain {d!r} is not part of {preset} (domains: {', '.join(spec.domains)})")
-    src, tgt = scan_domain(data_root, source), scan_domain(data_root, target)
-    if src.class_names != tgt.class_names:
-        raise UsageError(
-            f"{data_root}: source '{source}' and target '{target}' have different class folders: "
-            + _difference(src.class_names, tgt.class_names, source, target)
-        )
+    src = scan_domain(data_root, source)
+    tgt = scan_target(data_root, target, src.class_names, ignore_labels=ignore_target_labels, source_name=source)
     if spec is not None and spec.classes is not None and set(src.class_names) != set(spec.classes):
         raise UsageError(f"{src.root}: class folders do not match preset {preset}: " + _difference(src.class_names, spec.classes, source, preset))
     return src, tgt
+
+
+def split_source(domain: Domain, fraction: float, seed: int) -> tuple[Domain, Domain]:
+    """``(train, val)``: a stratified held-out split of a labeled domain, a function of the seed only.
+
+    Each class with n >= 2 images gives round(fraction * n) of them, at least 1 and at most n - 1,
+    to ``val``; a class of one image stays in ``train``. ``fraction`` 0 keeps every image for
+    training (the paper's protocol). Both parts keep the sorted sample order.
+    """
+    if not 0 <= fraction < 1:
+        raise UsageError(f"--source-val must be in [0, 1), got {fraction}")
+    labels = domain.labels
+    held: list[int] = []
+    if fraction > 0:
+        for k in range(len(domain.class_names)):
+            members = np.flatnonzero(labels == k)
+            if len(members) < 2:
+                continue
+            take = min(len(members) - 1, max(1, round(fraction * len(members))))
+            rng = np.random.default_rng([seed, 0x5EED, k])  # per class: adding a class leaves the others' split alone
+            held.extend(members[rng.permutation(len(members))[:take]].tolist())
+    val = sorted(held)
+    keep = sorted(set(range(len(domain.samples))) - set(val))
+    return domain.subset(keep), domain.subset(val)
 
 
 def _difference(a: Sequence[str], b: Sequence[str], name_a: str, name_b: str) -> str:
@@ -154,8 +220,8 @@ def decode_domain(domain: Domain, resize: int, threads: int = 0) -> DecodedDomai
     return DecodedDomain(images, sizes, torch.from_numpy(domain.labels))
 
 
-def decode_eval(domain: Domain, cfg: PreprocessConfig, threads: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """The whole domain through the runtime's evaluation preprocessing: uint8 [N,3,S,S], labels [N]."""
+def decode_eval(domain: Domain, cfg: PreprocessConfig, threads: int = 0) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+    """The whole domain through the runtime's evaluation preprocessing: uint8 [N,3,S,S], labels [N] (None: unlabeled)."""
     workers = threads or usable_cpus()
 
     def one(sample: tuple[Path, int]) -> np.ndarray:
@@ -164,10 +230,12 @@ def decode_eval(domain: Domain, cfg: PreprocessConfig, threads: int = 0) -> tupl
         except ImageError as exc:
             raise UsageError(f"cannot evaluate on {exc}") from None
 
+    if not domain.samples:
+        return torch.zeros((0, 3, cfg.crop, cfg.crop), dtype=torch.uint8), torch.zeros(0, dtype=torch.int64)
     with ThreadPoolExecutor(max_workers=workers) as pool:
         crops = list(pool.map(one, domain.samples))
     images = torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).contiguous()
-    return images, torch.from_numpy(domain.labels)
+    return images, torch.from_numpy(domain.labels) if domain.labeled else None
 
 
 def _generator(*key: int) -> torch.Generator:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 from dataclasses import replace
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import torch
@@ -18,6 +19,7 @@ import torch
 from symnets_deploy.atomic import atomic_write
 from symnets_deploy.preprocess import PreprocessConfig
 from symnets_deploy.train import data as D
+from symnets_deploy.train.evaluate import batched
 from symnets_deploy.train.model import SymNet
 from symnets_deploy.train.placement import DataPath
 
@@ -31,28 +33,20 @@ def sample_indices(count: int, limit: int = FEATURE_SAMPLE) -> np.ndarray:
     return np.unique(np.linspace(0, count - 1, num=min(count, limit)).round().astype(np.int64))
 
 
-@torch.no_grad()
 def extract(model: SymNet, images: torch.Tensor, batch_size: int, placement: DataPath) -> np.ndarray:
     """G(x) in eval mode and fp32 for uint8 [N,3,S,S] images: float32 [N, D]."""
-    was_training = model.training
-    model.eval()
-    out = []
-    for start in range(0, len(images), batch_size):
-        x = images[start : start + batch_size].to(placement.device).float().contiguous(memory_format=placement.memory_format())
-        with torch.autocast(placement.device.type, enabled=False):
-            out.append(model.features(x).float().cpu())
-    model.train(was_training)
-    return torch.cat(out).numpy()
+    return batched(model.features, model, images, batch_size, placement).numpy()
 
 
 def write_features(
-    path: Path, model: SymNet, source: D.Domain, target_images: torch.Tensor, target_labels: torch.Tensor,
+    path: Path, model: SymNet, source: D.Domain, target_images: torch.Tensor, target_labels: Optional[torch.Tensor],
     cfg: PreprocessConfig, batch_size: int, placement: DataPath, threads: int = 0,
 ) -> Path:
     """Decode the source sample, run G on both samples, and write ``path`` atomically.
 
     Args:
-        target_images, target_labels: the whole target domain as decoded for evaluation.
+        target_images, target_labels: the whole target domain as decoded for evaluation (labels None:
+            unlabeled; stored as -1, so the report colours the target by domain only).
     """
     src_index = sample_indices(len(source.samples))
     src_images, src_labels = D.decode_eval(replace(source, samples=tuple(source.samples[i] for i in src_index)), cfg, threads)
@@ -60,7 +54,7 @@ def write_features(
     arrays = {
         "source": extract(model, src_images, batch_size, placement).astype(np.float16), "source_labels": src_labels.numpy(),
         "target": extract(model, target_images[tgt_index], batch_size, placement).astype(np.float16),
-        "target_labels": target_labels[tgt_index].numpy(),
+        "target_labels": target_labels[tgt_index].numpy() if target_labels is not None else np.full(len(tgt_index), D.UNLABELED, dtype=np.int64),
     }
     buffer = io.BytesIO()
     np.savez_compressed(buffer, **arrays)

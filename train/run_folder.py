@@ -10,13 +10,20 @@ import shutil
 import uuid
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Optional, Sequence
 
+from symnets_deploy.atomic import atomic_write
 from symnets_deploy.errors import UsageError
-from symnets_deploy.train.config import DEFAULTS, SPEED_ONLY, same_setting
+from symnets_deploy.train.config import DEFAULTS, LEGACY, SPEED_ONLY, same_setting
 
-#: Files a training run writes into its folder (``--overwrite`` removes them, and ``report/``).
-RUN_FILES = ("config.json", "last.pt", "metrics.jsonl", "summary.json", "target_evaluation.json", "features_before.npz", "features_after.npz")
+#: Files a training run writes into its folder (``--overwrite`` removes them, and ``report/`` and ``checkpoints/``).
+RUN_FILES = (
+    "config.json", "last.pt", "metrics.jsonl", "summary.json", "target_evaluation.json", "features_before.npz", "features_after.npz", "source_split.json",
+)
+#: The held-out source images of a run, by path relative to the source folder.
+SPLIT_FILE = "source_split.json"
+#: Weights kept every ``--keep-every`` iterations: the candidates of ``symnets select``.
+KEPT_DIR = "checkpoints"
 #: Config fields that may differ between a checkpoint and the run continuing it.
 _MAY_CHANGE = {"out", "iterations", *SPEED_ONLY}
 
@@ -38,6 +45,7 @@ def claim_new_run(out: Path, *, overwrite: bool = False) -> str:
         for name in RUN_FILES:
             (out / name).unlink(missing_ok=True)
         shutil.rmtree(out / "report", ignore_errors=True)
+        shutil.rmtree(out / KEPT_DIR, ignore_errors=True)
     return uuid.uuid4().hex[:12]
 
 
@@ -57,7 +65,7 @@ def check_resume(out: Path, ckpt: dict[str, Any], config: dict[str, Any], class_
     saved_id = json.loads((out / "config.json").read_text(encoding="utf-8")).get("run_id")
     if saved_id and ckpt.get("run_id") and saved_id != ckpt["run_id"]:
         raise UsageError(f"{out}: last.pt was written by run {ckpt['run_id']} but config.json is run {saved_id}'s; start a new run with another --out")
-    saved_config = {**DEFAULTS, **ckpt["config"]}  # a field added since the checkpoint was written has its default
+    saved_config = {**DEFAULTS, **LEGACY, **ckpt["config"]}  # a field added since the checkpoint was written: what its version did
     differences = [
         f"{name} {saved_config.get(name)!r} in last.pt, {value!r} now"
         for name, value in config.items() if name not in _MAY_CHANGE and not same_setting(name, value, saved_config.get(name))
@@ -107,3 +115,78 @@ def point_latest(run: Path) -> Path | None:
         tmp.unlink(missing_ok=True)
         return None
     return link
+
+
+def kept_path(run: Path, iteration: int) -> Path:
+    """``RUN/checkpoints/iter_000500.pt``: the weights kept at ``iteration`` (``--keep-every``)."""
+    return Path(run) / KEPT_DIR / f"iter_{iteration:06d}.pt"
+
+
+def write_json(path: Path, data: dict[str, Any]) -> Path:
+    """Indented JSON, written atomically."""
+    return atomic_write(path, lambda tmp: tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8"))
+
+
+def check_split(run: Path, source, held_out, *, record: bool = False) -> None:
+    """Record the held-out source images of a new run, or check that a resumed run still has the same split.
+
+    Args:
+        source: the whole source ``Domain``; held_out: its held-out part (``data.split_source``).
+        record: write ``source_split.json`` (a new run) instead of checking it.
+
+    Raises:
+        UsageError: the source folder changed since the run started, so the held-out images differ.
+    """
+    held = [path.relative_to(source.root).as_posix() for path, _ in held_out.samples]
+    path = Path(run) / SPLIT_FILE
+    if record:
+        write_json(path, {"source": str(source.root), "source_images": len(source.samples), "held_out": held})
+        return
+    if not path.is_file():  # a run made before the split existed held nothing out
+        if held:
+            raise UsageError(f"{run}: no {SPLIT_FILE}; the run holds no source images out, but its config asks for some")
+        return
+    saved = json.loads(path.read_text(encoding="utf-8"))
+    if saved.get("held_out") != held or saved.get("source_images") != len(source.samples):
+        raise UsageError(
+            f"{source.root}: the source images changed since the run started ({saved.get('source_images')} then, {len(source.samples)} now), "
+            "so its held-out split differs; resume needs the data it was trained on"
+        )
+
+
+class MetricsLog:
+    """``metrics.jsonl``: one JSON object per line, truncated to the resume point on resume.
+
+    ``evaluations`` holds the evaluation records (those with ``label_free``) written so far,
+    those before the resume point included, for the end-of-run warnings.
+    """
+
+    def __init__(self, path: Optional[Path], resume_at: int) -> None:
+        self.path = path
+        self.evaluations: list[dict[str, Any]] = []
+        if path is None:
+            return
+        kept = []
+        if resume_at and path.exists():
+            for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError:
+                    continue  # the last line, torn by a kill in the middle of its write
+                if record.get("iteration", 0) <= resume_at:
+                    kept.append(line)
+                    if "label_free" in record:
+                        self.evaluations.append(record)
+        atomic_write(path, lambda tmp: tmp.write_text("".join(line + "\n" for line in kept), encoding="utf-8"))
+
+    @classmethod
+    def discard(cls) -> "MetricsLog":
+        """The log of ranks other than 0: they compute the same records, rank 0 writes them."""
+        return cls(None, 0)
+
+    def write(self, record: dict[str, Any]) -> None:
+        if "label_free" in record:
+            self.evaluations.append(record)
+        if self.path is not None:
+            with self.path.open("a") as fh:
+                fh.write(json.dumps(record) + "\n")

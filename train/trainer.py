@@ -1,46 +1,46 @@
 """The training loop: plain and readable (torchvision reference style), one function per job.
 
 ``train(config)`` adapts G and the head with the SymNets objective (eq. 11) or the source-only
-baseline, evaluates Cs and Ct on the whole target domain, and leaves ``last.pt``,
-``config.json``, ``metrics.jsonl`` and ``summary.json`` in ``config.out``.
+baseline on the labeled source images minus a held-out split, evaluates (``train.evaluate``:
+label-free scores always, target accuracy only where the target has class folders) every
+``eval_every`` iterations and at the end, and leaves ``last.pt``, ``config.json``,
+``metrics.jsonl``, ``summary.json`` and ``source_split.json`` in ``config.out``.
 """
 
 from __future__ import annotations
 
-import json
 import signal
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Optional
 
 import torch
 
 from symnets_deploy.card import ModelCard
-from symnets_deploy.enums import DataOn, Device, Method
+from symnets_deploy.enums import DataOn, Device, Method, TargetLabels
 from symnets_deploy.errors import Interrupted, UsageError
 from symnets_deploy.evaluation import summarize
 from symnets_deploy.preprocess import PreprocessConfig
 from symnets_deploy.train import data as D
 from symnets_deploy.train.backbones import get_backbone
-from symnets_deploy.atomic import atomic_write
 from symnets_deploy.train.cache import default_cache_dir, load_or_decode
 from symnets_deploy.train.checkpoint import build_model, load_checkpoint, save_checkpoint
 from symnets_deploy.train.config import TrainConfig
 from symnets_deploy.train.distributed import World, wrap
+from symnets_deploy.train.evaluate import LABELED, UNLABELED, EvalData, EvalResult, evaluate, load_eval_data, run_warnings, target_labels_line
 from symnets_deploy.train.features import AFTER, BEFORE, write_features
 from symnets_deploy.train.interrupt import StopRequest
-from symnets_deploy.train.run_folder import check_resume, claim_new_run
-from symnets_deploy.train.model import SymNet, deployed_logits
+from symnets_deploy.train.model import SymNet
 from symnets_deploy.train.placement import DataPath, UploadAhead, data_location, select_data_path
+from symnets_deploy.train.run_folder import MetricsLog, check_resume, check_split, claim_new_run, kept_path, write_json
 from symnets_deploy.train.schedules import annealed_lr, confusion_weight, progress
 from symnets_deploy.train.step import Objective, make_optimizer, make_step, optimizer_state
-
 
 #: Several ranks agree on an interruption every this many iterations (a collective; one per iteration would sync the GPU).
 STOP_CHECK_EVERY = 10
 
-#: The deployed head's predictions on the whole target domain at the end of a run (``Evaluation`` JSON).
+#: The deployed head's predictions on the whole target domain at the end of a run (``Evaluation`` JSON; labeled targets only).
 TARGET_EVALUATION = "target_evaluation.json"
 
 
@@ -48,6 +48,7 @@ class Reporter:
     """Receives progress; the CLI shows it with rich, library callers may ignore it."""
 
     def stage(self, text: str) -> None: ...
+    def warn(self, text: str) -> None: ...
     def start(self, total: int, completed: int) -> None: ...
     def advance(self, iteration: int, info: dict[str, Any]) -> None: ...
     def stop(self) -> None: ...
@@ -55,11 +56,12 @@ class Reporter:
 
 @dataclass(frozen=True)
 class TrainResult:
-    """What ``summary.json`` holds. Accuracies are fractions in 0..1 of the whole target domain."""
+    """What ``summary.json`` holds. Accuracies are fractions in 0..1 of the whole target domain,
+    None when the target has no labels; ``label_free`` needs none (``symnets_deploy.label_free``)."""
 
-    target_acc_ct: float
-    target_acc_cs: float
-    target_acc_paired: float
+    target_acc_ct: Optional[float]
+    target_acc_cs: Optional[float]
+    target_acc_paired: Optional[float]
     iterations: int
     seconds: float
     images_per_s: float
@@ -74,6 +76,11 @@ class TrainResult:
     out: str
     step: str = "eager"  # "cuda-graph", or why its capture failed and the run went on eagerly
     world_size: int = 1  # training processes (torchrun / --nproc)
+    target_labels: str = UNLABELED  # "class folders" (used for evaluation only) or "none"
+    source_val_images: int = 0
+    label_free: dict[str, Any] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    evaluation_seconds: float = 0.0  # of ``seconds``, spent in evaluations during the loop
 
 
 @dataclass(frozen=True)
@@ -84,14 +91,14 @@ class Trained:
         model: the trained network, fp32, eval mode, on the CPU (the weights of ``last.pt``).
         card: the card ``last.pt`` carries (final metrics included).
         images: the whole target domain through the runtime's preprocessing, uint8 [N,3,S,S].
-        labels: their class indices [N]; ``paths``: their files, in the same order.
+        labels: their class indices [N], None for an unlabeled target; ``paths``: their files, in the same order.
         seconds: wall seconds of each stage so far ("setup", "decode", "train", "evaluate").
     """
 
     model: SymNet
     card: ModelCard
     images: torch.Tensor
-    labels: torch.Tensor
+    labels: Optional[torch.Tensor]
     paths: tuple[Path, ...]
     target_folder: Path
     seconds: dict[str, float]
@@ -117,36 +124,14 @@ def make_card(config: TrainConfig, class_names: tuple[str, ...], metrics: dict[s
     )
 
 
-@torch.no_grad()
-def predict_heads(model: SymNet, images: torch.Tensor, batch_size: int, placement: DataPath) -> dict[str, torch.Tensor]:
-    """Predicted class of Cs, Ct and the paired head for every image of a (center-cropped) domain, [N] each.
-
-    Always fp32, without autocast: the card's accuracy must be what the fp32 artifact and
-    ``predict`` give, not a bf16 approximation of it.
-    """
-    was_training = model.training
-    model.eval()
-    predicted: dict[str, list[torch.Tensor]] = {"cs": [], "ct": [], "paired": []}
-    k = model.num_classes
-    for start in range(0, len(images), batch_size):
-        x = images[start : start + batch_size].to(placement.device, non_blocking=True).float()
-        x = x.contiguous(memory_format=placement.memory_format())
-        with torch.autocast(placement.device.type, enabled=False):
-            logits = model(x).float()
-        for head in predicted:
-            predicted[head].append(deployed_logits(logits, head, k).argmax(1).cpu())
-    model.train(was_training)
-    return {head: torch.cat(parts) for head, parts in predicted.items()}
-
-
-def accuracies(predicted: dict[str, torch.Tensor], labels: torch.Tensor) -> dict[str, float]:
-    """``{"acc_cs", "acc_ct", "acc_paired"}`` in 0..1 from ``predict_heads``."""
-    return {f"acc_{head}": int((p == labels.cpu()).sum()) / len(labels) for head, p in predicted.items()}
-
-
-def evaluate(model: SymNet, images: torch.Tensor, labels: torch.Tensor, batch_size: int, placement: DataPath) -> dict[str, float]:
-    """Accuracy of Cs, Ct and the paired head on a whole (center-cropped) domain, in 0..1."""
-    return accuracies(predict_heads(model, images, batch_size, placement), labels)
+def card_metrics(result: EvalResult, iteration: int, warnings: list[str] = ()) -> dict[str, Any]:
+    """The card's ``metrics`` after an evaluation: label-free scores always, target accuracy only with labels."""
+    metrics: dict[str, Any] = {"iteration": iteration, "target_labels": LABELED if result.accuracies else UNLABELED, "label_free": result.scores}
+    if result.accuracies:
+        metrics.update(target_acc_ct=result.accuracies["acc_ct"], target_acc_cs=result.accuracies["acc_cs"])
+    if warnings:
+        metrics["warnings"] = list(warnings)
+    return metrics
 
 
 def _rng_state() -> dict[str, Any]:
@@ -159,62 +144,63 @@ def _restore_rng(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-class _NoLog:
-    """The metrics log of ranks other than 0: they compute the same records, rank 0 writes them."""
+@dataclass
+class _Run:
+    """Everything one training run holds between its stages."""
 
-    def write(self, record: dict[str, Any]) -> None: ...
+    config: TrainConfig
+    reporter: Reporter
+    out: Path
+    device: torch.device
+    world: World
+    placement: DataPath
+    source: D.Domain
+    train_source: D.Domain
+    source_val: D.Domain
+    target: D.Domain
+    model: SymNet
+    objective: Optional[torch.nn.Module]
+    optimizer: torch.optim.SGD
+    run_id: Optional[str] = None
+    start: int = 0
+    log: Any = None
+    eval_data: Optional[EvalData] = None
+    last_eval: Optional[EvalResult] = None
+    eval_seconds: float = 0.0
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def card(self, metrics: dict[str, Any] | None = None) -> ModelCard:
+        return make_card(self.config, self.source.class_names, metrics)
+
+    def checkpoint(self, iteration: int, metrics: dict[str, Any]) -> None:
+        """``last.pt`` (rank 0), then every rank waits: none runs ahead of a checkpoint it might resume from."""
+        if self.world.is_main:
+            save_checkpoint(self.out / "last.pt", {
+                "model": self.model.state_dict(), "optimizer": optimizer_state(self.optimizer), "iteration": iteration,
+                "world_size": self.world.size, "rng": _rng_state(), "card": self.card(metrics).to_dict(),
+                "config": self.config.to_dict(), "run_id": self.run_id,
+            })
+        self.world.barrier()
+
+    def evaluate(self, iteration: int) -> EvalResult:
+        """Evaluate (rank 0), log the record, and keep the weights when ``keep_every`` asks for this iteration."""
+        clock = time.perf_counter()
+        result = evaluate(self.model, self.eval_data, self.config.eval_batch_size, self.placement)
+        self.log.write(result.record(iteration))
+        self.reporter.advance(iteration, result.accuracies)
+        keep = self.config.keep_every
+        if keep and (iteration % keep == 0 or iteration == self.config.iterations):
+            save_checkpoint(kept_path(self.out, iteration), {
+                "model": self.model.state_dict(), "iteration": iteration, "card": self.card(card_metrics(result, iteration)).to_dict(),
+                "config": self.config.to_dict(), "run_id": self.run_id, "kept": True,
+            })
+        self.last_eval = result
+        self.eval_seconds += time.perf_counter() - clock
+        return result
 
 
-class _MetricsLog:
-    """``metrics.jsonl``: one JSON object per line, truncated to the resume point on resume."""
-
-    def __init__(self, path: Path, resume_at: int) -> None:
-        self.path = path
-        kept = []
-        if resume_at and path.exists():
-            for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError:
-                    continue  # the last line, torn by a kill in the middle of its write
-                if record.get("iteration", 0) <= resume_at:
-                    kept.append(line)
-        atomic_write(path, lambda tmp: tmp.write_text("".join(line + "\n" for line in kept), encoding="utf-8"))
-
-    def write(self, record: dict[str, Any]) -> None:
-        with self.path.open("a") as fh:
-            fh.write(json.dumps(record) + "\n")
-
-
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(data, indent=2) + "\n"))
-
-
-def train(
-    config: TrainConfig, reporter: Optional[Reporter] = None, *, resume: bool = False, overwrite: bool = False,
-    stop_at: Optional[int] = None, on_finished: Optional[Callable[[Trained], None]] = None,
-) -> TrainResult:
-    """Run (or continue) a training described by ``config``.
-
-    Args:
-        config: the resolved config; ``config.out`` is the run folder.
-        reporter: progress sink (None: silent).
-        resume: continue from ``config.out/last.pt`` at its exact iteration, schedules and RNG
-            (refused when it belongs to another run, configuration or set of classes).
-        overwrite: a new run may replace the run already in ``config.out`` (else refused).
-        stop_at: stop (with a checkpoint) after this many iterations, as an interruption would.
-        on_finished: called with the finished run (``Trained``) once ``last.pt`` and
-            ``summary.json`` are written; not called when the run stops early.
-
-    Returns:
-        The final summary (also written to ``summary.json``).
-
-    Raises:
-        UsageError: bad data or device; ArtifactError: unreadable checkpoint on resume.
-    """
-    reporter = reporter or Reporter()
-    clock = time.perf_counter()
-    stage_seconds: dict[str, float] = {}
+def _open_run(config: TrainConfig, reporter: Reporter, resume: bool, overwrite: bool) -> _Run:
+    """Device, processes, domains and split, model and optimizer; the run folder claimed or its checkpoint restored."""
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     device = resolve_device(config.device)
@@ -227,49 +213,68 @@ def train(
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed shapes every iteration: autotune once
     torch.manual_seed(config.seed)
-
     reporter.stage("scanning domains")
-    source, target = D.load_domains(Path(config.data_root), config.source, config.target, config.dataset)
-    K = len(source.class_names)
-    model = build_model(config, K).to(device, memory_format=placement.memory_format())
+    source, target = D.load_domains(Path(config.data_root), config.source, config.target, config.dataset,
+                                    ignore_target_labels=config.target_labels == TargetLabels.ignore)
+    train_source, source_val = D.split_source(source, config.source_val, config.seed)
+    model = build_model(config, len(source.class_names)).to(device, memory_format=placement.memory_format())
     objective = wrap(Objective(model, config), world, device) if world.distributed else None  # SyncBatchNorm on CUDA first
     optimizer = make_optimizer(model, config, fused=device.type == "cuda" and config.cuda_graph and not world.distributed)
-    start = 0
+    run = _Run(config, reporter, out, device, world, placement, source, train_source, source_val, target, model, objective, optimizer)
     if resume:
         ckpt = load_checkpoint(out / "last.pt")
-        run_id = check_resume(out, ckpt, config.to_dict(), source.class_names)  # before weights that may not fit
+        run.run_id = check_resume(out, ckpt, config.to_dict(), source.class_names)  # before weights that may not fit
+        check_split(out, source, source_val)
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
-        start = int(ckpt["iteration"])
+        run.start = int(ckpt["iteration"])
         _restore_rng(ckpt["rng"])
     else:
-        run_id = claim_new_run(out, overwrite=overwrite) if world.is_main else None
-    run_id = world.broadcast(run_id)
+        run.run_id = claim_new_run(out, overwrite=overwrite) if world.is_main else None
+    run.run_id = world.broadcast(run.run_id)
     if world.is_main:
-        _write_json(out / "config.json", {**config.to_dict(), "run_id": run_id, "world_size": world.size})
-    log = _MetricsLog(out / "metrics.jsonl", start) if world.is_main else _NoLog()
+        write_json(out / "config.json", {**config.to_dict(), "run_id": run.run_id, "world_size": world.size})
+        if not resume:
+            check_split(out, source, source_val, record=True)
+    run.log = MetricsLog(out / "metrics.jsonl", run.start) if world.is_main else MetricsLog.discard()
+    reporter.stage(target_labels_line(target.labeled) + (f" (--target-labels {config.target_labels})" if config.target_labels == TargetLabels.ignore else ""))
+    reporter.stage(f"source: {len(train_source.samples)} images to train on, {len(source_val.samples)} held out (--source-val {config.source_val})")
+    return run
 
-    stage_seconds["setup"] = time.perf_counter() - clock
-    reporter.stage(f"decoding {len(source.samples)} source and {len(target.samples)} target images ({placement.name} data path)")
+
+def _decode(run: _Run):
+    """Decoded training domains where they will live, the evaluation data (rank 0), and the t-SNE features before."""
+    config, placement = run.config, run.placement
+    run.reporter.stage(f"decoding {len(run.train_source.samples)} source and {len(run.target.samples)} target images ({placement.name} data path)")
     resize = D.train_resize(config.image_size)
     cache_dir = (Path(config.cache_dir) if config.cache_dir else default_cache_dir()) if config.cache else None
-    src_data = load_or_decode(source, resize, threads=config.threads, cache_dir=cache_dir)[0]
-    tgt_data = load_or_decode(target, resize, threads=config.threads, cache_dir=cache_dir)[0] if config.method == Method.symnets else None
-    needed = sum(d.images.numel() for d in (src_data, tgt_data) if d is not None)
-    location = data_location(device, needed, config.data_on)
-    if device.type == "cuda":
-        reporter.stage(f"decoded images ({needed / 2**30:.2f} GiB) stay in {'GPU' if location is DataOn.gpu else 'pinned host'} memory (--data-on {config.data_on})")
+    src = load_or_decode(run.train_source, resize, threads=config.threads, cache_dir=cache_dir)[0]
+    tgt = load_or_decode(run.target, resize, threads=config.threads, cache_dir=cache_dir)[0] if config.method == Method.symnets else None
+    needed = sum(d.images.numel() for d in (src, tgt) if d is not None)
+    location = data_location(run.device, needed, config.data_on)
+    if run.device.type == "cuda":
+        run.reporter.stage(f"decoded images ({needed / 2**30:.2f} GiB) stay in {'GPU' if location is DataOn.gpu else 'pinned host'} memory (--data-on {config.data_on})")
     if location is DataOn.gpu:
-        src_data, tgt_data = src_data.to(device), tgt_data.to(device) if tgt_data is not None else None
-    # Evaluation decodes the target again through the runtime's own preprocessing (not from the
-    # training tensors), so the reported accuracy is exactly what `predict` will see.
-    eval_cfg = PreprocessConfig.from_card(make_card(config, source.class_names))
-    eval_images, eval_labels = D.decode_eval(target, eval_cfg, config.threads) if world.is_main else (None, None)
-    if config.report and start == 0 and world.is_main:
-        reporter.stage("features of both domains before adaptation (for the report's t-SNE)")
-        write_features(out / BEFORE, model, source, eval_images, eval_labels, eval_cfg, config.eval_batch_size, placement, config.threads)
-    samplers = [D.BatchSampler(len(source.samples), config.batch_size, config.seed, 0), D.BatchSampler(len(target.samples), config.batch_size, config.seed, 1)]
+        src, tgt = src.to(run.device), tgt.to(run.device) if tgt is not None else None
+    # Evaluation decodes again through the runtime's own preprocessing (not from the training
+    # tensors), so every number it reports is exactly what `predict` will see.
+    if run.world.is_main:
+        run.eval_data = load_eval_data(run.source, run.source_val, run.target, PreprocessConfig.from_card(run.card()), config.threads)
+        if config.report and run.start == 0:
+            run.reporter.stage("features of both domains before adaptation (for the report's t-SNE)")
+            write_features(run.out / BEFORE, run.model, run.source, run.eval_data.target, run.eval_data.target_labels,
+                           PreprocessConfig.from_card(run.card()), config.eval_batch_size, placement, config.threads)
+    return src, tgt, location
 
+
+def _loop(run: _Run, src: D.DecodedDomain, tgt: Optional[D.DecodedDomain], location: DataOn, end: int) -> str:
+    """Iterations ``run.start`` to ``end``: steps, metrics records, evaluations, checkpoints, the stop agreement.
+
+    Returns:
+        The step that ran ("eager", "cuda-graph", or why the capture failed).
+    """
+    config, world, placement, log, optimizer = run.config, run.world, run.placement, run.log, run.optimizer
+    samplers = [D.BatchSampler(len(src), config.batch_size, config.seed, 0), D.BatchSampler(len(run.target.samples), config.batch_size, config.seed, 1)]
     share = world.shard(config.batch_size)  # this rank's rows of every global batch
 
     def crop(stream: int, it: int, decoded: D.DecodedDomain) -> tuple[torch.Tensor, torch.Tensor]:
@@ -279,46 +284,34 @@ def train(
         return x, decoded.labels[D.upload(idx[share], decoded.labels.device)]
 
     def crops(it: int) -> list[Optional[torch.Tensor]]:
-        return [*crop(0, it, src_data), crop(1, it, tgt_data)[0] if tgt_data is not None else None]
+        return [*crop(0, it, src), crop(1, it, tgt)[0] if tgt is not None else None]
 
+    ahead = UploadAhead(crops, run.device, end) if location is DataOn.host else None
 
     def batch(it: int) -> tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
         x_s, y_s, x_t = ahead.get(it) if ahead is not None else crops(it)
         as_input = lambda x: None if x is None else x.float().contiguous(memory_format=placement.memory_format())  # noqa: E731
         return as_input(x_s), y_s, as_input(x_t)
 
-    def checkpoint(iteration: int, metrics: dict[str, Any]) -> None:
-        if world.is_main:
-            save_checkpoint(out / "last.pt", {
-                "model": model.state_dict(), "optimizer": optimizer_state(optimizer), "iteration": iteration, "world_size": world.size,
-                "rng": _rng_state(), "card": make_card(config, source.class_names, metrics).to_dict(), "config": config.to_dict(), "run_id": run_id,
-            })
-        world.barrier()  # no rank runs ahead of a checkpoint it might have to resume from
-
     images_per_iter = config.batch_size * (2 if config.method == Method.symnets else 1)
-    end = config.iterations if stop_at is None else min(config.iterations, stop_at)
-    ahead = UploadAhead(crops, device, end) if location is DataOn.host else None
-    stage_seconds["decode"] = time.perf_counter() - clock - stage_seconds["setup"]
-    model.train()
-    step = make_step(model, optimizer, config, placement, objective)
+    run.model.train()
+    step = make_step(run.model, optimizer, config, placement, run.objective)
     processes = f", {world.size} processes" if world.distributed else ""
-    reporter.stage(f"training ({step.name} step, {placement.name} data path{processes})")
-    reporter.start(config.iterations, start)
-    t0, window_t, window_start = time.perf_counter(), time.perf_counter(), start
+    run.reporter.stage(f"training ({step.name} step, {placement.name} data path{processes})")
+    run.reporter.start(config.iterations, run.start)
+    window_t, window_start = time.perf_counter(), run.start
     sums: dict[str, torch.Tensor] = {}
-    eval_metrics: dict[str, float] = {}
     with StopRequest() as stop:
-        for it in range(start, end):
+        for it in range(run.start, end):
             p = progress(it, config.iterations)
             lam = confusion_weight(p, config.lambda_gamma)
             lrs = [annealed_lr(group["lr0"], p, config.lr_alpha, config.lr_beta) for group in optimizer.param_groups]
-            x_s, y_s, x_t = batch(it)
-            terms = step(x_s, y_s, x_t, lam, lrs)
+            terms = step(*batch(it), lam, lrs)
             for k, v in terms.items():
                 sums[k] = sums.get(k, 0) + v
             done = it + 1
             if done % max(1, config.log_every) == 0 or done == end:
-                if device.type == "cuda":
+                if run.device.type == "cuda":
                     torch.cuda.synchronize()
                 now = time.perf_counter()
                 n = done - window_start
@@ -326,80 +319,118 @@ def train(
                 record.update({k: float(v) / n for k, v in world.mean(sums).items()})
                 record["images_per_s"] = n * images_per_iter / max(now - window_t, 1e-9)
                 log.write(record)
-                reporter.advance(done, record)
+                run.reporter.advance(done, record)
                 sums, window_t, window_start = {}, now, done
-            if config.eval_every and done % config.eval_every == 0 and done != config.iterations and world.is_main:
-                eval_metrics = evaluate(model, eval_images, eval_labels, config.eval_batch_size, placement)
-                log.write({"iteration": done, **eval_metrics})
-                reporter.advance(done, eval_metrics)
+            due = (config.eval_every and done % config.eval_every == 0) or (config.keep_every and done % config.keep_every == 0)
+            if due and done != config.iterations and world.is_main:
+                before = time.perf_counter()
+                run.evaluate(done)
+                window_t += time.perf_counter() - before  # evaluation time stays out of images/s
             if config.checkpoint_every and done % config.checkpoint_every == 0 and done != end:
-                checkpoint(done, {})
+                run.checkpoint(done, {})
             # Several ranks stop together: they agree every STOP_CHECK_EVERY iterations (a collective).
             asked = stop.signum is not None
             if world.distributed:
-                asked = world.any(asked, device) if done % STOP_CHECK_EVERY == 0 or done == end else False
+                asked = world.any(asked, run.device) if done % STOP_CHECK_EVERY == 0 or done == end else False
             if asked and done != end:
-                checkpoint(done, {})
-                reporter.stop()
-                signum = stop.signum or signal.SIGTERM
-                name = signal.Signals(signum).name
-                raise Interrupted(f"{name} at iteration {done} of {config.iterations}: checkpoint saved; continue with: symnets train --resume {out}", signum)
-    if device.type == "cuda":
+                run.checkpoint(done, {})
+                run.reporter.stop()
+                name = signal.Signals(stop.signum or signal.SIGTERM).name
+                raise Interrupted(f"{name} at iteration {done} of {config.iterations}: checkpoint saved; continue with: symnets train --resume {run.out}", stop.signum or signal.SIGTERM)
+    if run.device.type == "cuda":
         torch.cuda.synchronize()
-    seconds = time.perf_counter() - t0
-    used = _step_used(step)
-    step = objective = None  # DistributedDataParallel goes before its process group (world.close)
-    if end < config.iterations:
-        checkpoint(end, {})
-        reporter.stop()
-        world.close()
-        return _summary(config, eval_metrics, end - start, seconds, images_per_iter, K, len(target.samples), device, out, used, write=False, world_size=world.size)
-
-    stage_seconds["train"] = time.perf_counter() - t0
-    if not world.is_main:  # rank 0 evaluates and writes; the others wait for its results
-        world.barrier()
-        eval_metrics = world.broadcast(None)
-        world.close()
-        return _summary(config, eval_metrics, end - start, seconds, images_per_iter, K, len(target.samples), device, out, used, write=False, world_size=world.size)
-    reporter.stage("evaluating on the whole target domain")
-    predicted = predict_heads(model, eval_images, config.eval_batch_size, placement)
-    eval_metrics = accuracies(predicted, eval_labels)
-    log.write({"iteration": end, **eval_metrics})
-    evaluation = summarize(eval_labels.numpy(), predicted[config.eval_head].numpy(), source.class_names)
-    evaluation = replace(evaluation, artifact=f"{out / 'last.pt'} (head {config.eval_head})", data_dir=str(target.root))
-    evaluation.save(out / TARGET_EVALUATION)
-    result = _summary(config, eval_metrics, end - start, seconds, images_per_iter, K, len(target.samples), device, out, used, write=True, world_size=world.size)
-    final = {"target_acc_ct": result.target_acc_ct, "target_acc_cs": result.target_acc_cs}
-    checkpoint(end, final)
-    world.broadcast(eval_metrics)
-    world.close()
-    if config.report:
-        reporter.stage("features of both domains after adaptation (for the report's t-SNE)")
-        write_features(out / AFTER, model, source, eval_images, eval_labels, eval_cfg, config.eval_batch_size, placement, config.threads)
-    stage_seconds["evaluate"] = time.perf_counter() - t0 - stage_seconds["train"]
-    reporter.stop()
-    if on_finished is not None:
-        model = model.to("cpu", memory_format=torch.contiguous_format).float().eval()
-        on_finished(Trained(
-            model, make_card(config, source.class_names, final), eval_images, eval_labels,
-            tuple(path for path, _ in target.samples), target.root, stage_seconds,
-        ))
-    return result
-
-
-def _step_used(step) -> str:
     fallback = getattr(step, "fallback", None)
     return f"eager (CUDA graph capture failed: {fallback})" if fallback else step.name
 
 
-def _summary(config, metrics, iterations, seconds, images_per_iter, K, n_target, device, out, step, *, write, world_size=1) -> TrainResult:
-    result = TrainResult(
-        target_acc_ct=metrics.get("acc_ct", float("nan")), target_acc_cs=metrics.get("acc_cs", float("nan")),
-        target_acc_paired=metrics.get("acc_paired", float("nan")), iterations=config.iterations, seconds=round(seconds, 3),
-        images_per_s=round(iterations * images_per_iter / max(seconds, 1e-9), 2), method=config.method, ablation=config.ablation,
-        backbone=config.backbone, source=config.source, target=config.target, num_classes=K, target_images=n_target,
-        device=str(device), out=str(out), step=step, world_size=world_size,
+def _finish(run: _Run) -> tuple[EvalResult, list[str]]:
+    """The final evaluation (rank 0): metrics record, target confusion matrix where labels exist, warnings."""
+    config = run.config
+    run.reporter.stage("evaluating on the whole target domain and the held-out source images")
+    result = run.evaluate(config.iterations)
+    if run.eval_data.labeled:
+        evaluation = summarize(run.eval_data.target_labels.numpy(), result.predicted[config.eval_head], run.source.class_names)
+        replace(evaluation, artifact=f"{run.out / 'last.pt'} (head {config.eval_head})", data_dir=str(run.target.root)).save(run.out / TARGET_EVALUATION)
+    warnings = run_warnings(result, run.log.evaluations)
+    for warning in warnings:
+        run.reporter.warn(warning)
+    return result, warnings
+
+
+def train(
+    config: TrainConfig, reporter: Optional[Reporter] = None, *, resume: bool = False, overwrite: bool = False,
+    stop_at: Optional[int] = None, on_finished: Optional[Callable[[Trained], None]] = None,
+) -> TrainResult:
+    """Run (or continue) a training described by ``config``.
+
+    Args:
+        config: the resolved config; ``config.out`` is the run folder.
+        reporter: progress sink (None: silent).
+        resume: continue from ``config.out/last.pt`` at its exact iteration, schedules and RNG
+            (refused when it belongs to another run, configuration, set of classes or source split).
+        overwrite: a new run may replace the run already in ``config.out`` (else refused).
+        stop_at: stop (with a checkpoint) after this many iterations, as an interruption would.
+        on_finished: called with the finished run (``Trained``) once ``last.pt`` and
+            ``summary.json`` are written; not called when the run stops early.
+
+    Returns:
+        The final summary (also written to ``summary.json``); an early stop's carries the latest evaluation.
+
+    Raises:
+        UsageError: bad data or device; ArtifactError: unreadable checkpoint on resume.
+    """
+    clock = time.perf_counter()
+    run = _open_run(config, reporter or Reporter(), resume, overwrite)
+    run.seconds["setup"] = time.perf_counter() - clock
+    src, tgt, location = _decode(run)
+    run.seconds["decode"] = time.perf_counter() - clock - run.seconds["setup"]
+    end = config.iterations if stop_at is None else min(config.iterations, stop_at)
+    t0 = time.perf_counter()
+    step = _loop(run, src, tgt, location, end)
+    loop_seconds = time.perf_counter() - t0
+    run.objective = None  # DistributedDataParallel goes before its process group (world.close)
+    summary = dict(step=step, loop_seconds=loop_seconds, trained=end - run.start)
+    if end < config.iterations:
+        run.checkpoint(end, {})
+        run.reporter.stop()
+        run.world.close()
+        return _summary(run, run.last_eval, [], **summary)
+    run.seconds["train"] = time.perf_counter() - t0
+    if not run.world.is_main:  # rank 0 evaluates and writes; the others wait for its results
+        run.world.barrier()
+        final = run.world.broadcast(None)
+        run.world.close()
+        return TrainResult(**final)
+    result, warnings = _finish(run)
+    final = _summary(run, result, warnings, **summary)
+    write_json(run.out / "summary.json", asdict(final))
+    metrics = card_metrics(result, config.iterations, warnings)
+    run.checkpoint(config.iterations, metrics)
+    run.world.broadcast(asdict(final))
+    run.world.close()
+    if config.report:
+        run.reporter.stage("features of both domains after adaptation (for the report's t-SNE)")
+        write_features(run.out / AFTER, run.model, run.source, run.eval_data.target, run.eval_data.target_labels,
+                       PreprocessConfig.from_card(run.card()), config.eval_batch_size, run.placement, config.threads)
+    run.seconds["evaluate"] = time.perf_counter() - t0 - run.seconds["train"]
+    run.reporter.stop()
+    if on_finished is not None:
+        model = run.model.to("cpu", memory_format=torch.contiguous_format).float().eval()
+        on_finished(Trained(model, run.card(metrics), run.eval_data.target, run.eval_data.target_labels,
+                            tuple(path for path, _ in run.target.samples), run.target.root, run.seconds))
+    return final
+
+
+def _summary(run: _Run, result: Optional[EvalResult], warnings: list[str], *, step: str, loop_seconds: float, trained: int) -> TrainResult:
+    config = run.config
+    accuracies = result.accuracies if result is not None else {}
+    images_per_iter = config.batch_size * (2 if config.method == Method.symnets else 1)
+    return TrainResult(
+        target_acc_ct=accuracies.get("acc_ct"), target_acc_cs=accuracies.get("acc_cs"), target_acc_paired=accuracies.get("acc_paired"),
+        iterations=config.iterations, seconds=round(loop_seconds, 3),
+        images_per_s=round(trained * images_per_iter / max(loop_seconds - run.eval_seconds, 1e-9), 2), method=config.method,
+        ablation=config.ablation, backbone=config.backbone, source=config.source, target=config.target, num_classes=len(run.source.class_names),
+        target_images=len(run.target.samples), device=str(run.device), out=str(run.out), step=step, world_size=run.world.size,
+        target_labels=LABELED if run.target.labeled else UNLABELED, source_val_images=len(run.source.samples) - len(run.train_source.samples),
+        label_free=result.scores if result is not None else {}, warnings=list(warnings), evaluation_seconds=round(run.eval_seconds, 3),
     )
-    if write:
-        _write_json(out / "summary.json", asdict(result))
-    return result
