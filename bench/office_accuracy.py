@@ -38,6 +38,7 @@ def run_one(args, task: str, method: str, seed: int, out_root: Path) -> dict:
         method="source-only" if method == "source-only" else "symnets", ablation=ablation,
         iterations=args.iterations, batch_size=args.batch_size, device=args.device, seed=seed,
         out=str(out_root / f"{task}-{method}-{seed}"), log_every=max(1, args.iterations // 10),
+        source_val=0.0,  # the paper's protocol: train on every source image
     )
     r = train(config)
     device = resolve_device(args.device)

@@ -11,6 +11,20 @@ from symnets_deploy.cli.main import command, handle_errors
 from symnets_deploy.enums import Device
 
 
+#: Label-free rows of the demo's table: (label, ``summary.json`` ``label_free`` key).
+LABEL_FREE_ROWS = (
+    ("held-out source accuracy (Ct)", "source_val_acc_ct"), ("cluster V-measure", "v_measure"),
+    ("mean confidence", "target_mean_confidence"), ("IM diversity", "im_diversity"), ("smallest class share", "smallest_class_share"),
+)
+
+
+def _score(scores: dict, key: str) -> str:
+    value = scores.get(key)
+    if value is None:
+        return "n/a"
+    return f"{100 * value:.1f} %" if key == "source_val_acc_ct" else f"{value:.3f}"
+
+
 @command()
 @handle_errors
 def demo(
@@ -74,7 +88,8 @@ def demo(
         "",
         "| street images (unlabeled in training) | source-only | SymNets |",
         "|---|---|---|",
-        f"| target accuracy (Ct, {result.target_images} images) | {100 * baseline.target_acc_ct:.1f} % | {100 * result.target_acc_ct:.1f} % |",
+        f"| target accuracy (Ct, {result.target_images} images; labels used to evaluate only) | {100 * baseline.target_acc_ct:.1f} % | {100 * result.target_acc_ct:.1f} % |",
+        *(f"| {label} (no target label) | {_score(baseline.label_free, key)} | {_score(result.label_free, key)} |" for label, key in LABEL_FREE_ROWS),
         "",
         f"ONNX check: {'passed' if exported.report else 'FAILED'} on {exported.report.num_images} images (max |logit diff| {check.max_abs:.1e}, top-1 agreement {100 * check.top1_agree:.1f} %)",
         f"ONNX Runtime predictions: {correct}/{len(predictions)} correct, {rate:.0f} images/s (decode + preprocess + inference, CPU)",

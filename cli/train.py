@@ -46,7 +46,7 @@ def train(
     resume: Optional[Path] = typer.Option(None, help="Continue this run folder with its saved options.", rich_help_panel=OUTPUT),
     export: Optional[str] = typer.Option(None, "--export", metavar="VARIANTS", help="Then export and check: onnx, fp16, int8, trt, trt-fp16 (comma-separated).", rich_help_panel=OUTPUT),
     report: bool = typer.Option(D["report"], help="Write report/ (plots, report.html) at the end; needs the \\[report] extra.", rich_help_panel=OUTPUT),
-    eval_every: Optional[int] = typer.Option(D["eval_every"], metavar="N", help="Score every N iterations (default: 10 times a run; 0: at the end).", rich_help_panel=OUTPUT),
+    eval_every: Optional[int] = typer.Option(D["eval_every"], metavar="N", help="Score every N iterations (default: up to 10 times, within 5% of the compute; 0: at the end).", rich_help_panel=OUTPUT),
     checkpoint_every: int = typer.Option(D["checkpoint_every"], help="Write last.pt every N iterations (0: at the end).", rich_help_panel=OUTPUT),
     keep_every: int = typer.Option(D["keep_every"], metavar="N", help="Keep the weights of every N-th iteration for 'symnets select'.", rich_help_panel=OUTPUT),
     log_every: int = typer.Option(D["log_every"], help="Write a metrics.jsonl record every N iterations.", rich_help_panel=OUTPUT),

@@ -20,7 +20,7 @@ import math
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
 from symnets_deploy import label_free
 from symnets_deploy.atomic import atomic_write

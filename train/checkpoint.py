@@ -14,6 +14,7 @@ from symnets_deploy.card import ModelCard
 from symnets_deploy.enums import Method
 from symnets_deploy.errors import ArtifactError
 from symnets_deploy.train.backbones import create_backbone, get_backbone
+from symnets_deploy.train.data import train_resize
 from symnets_deploy.train.config import TrainConfig
 from symnets_deploy.train.model import SymNet
 
@@ -102,3 +103,25 @@ def describe_checkpoint(path: Path) -> dict[str, Any]:
         "batch_size": config.get("batch_size"), "seed": config.get("seed"), "data_root": config.get("data_root"),
     }
     return facts
+
+
+def make_card(config: TrainConfig, class_names: tuple[str, ...], metrics: dict[str, Any] | None = None) -> ModelCard:
+    """The card every artifact of this run carries, built from the backbone spec (one place)."""
+    spec = get_backbone(config.backbone)
+    return ModelCard(
+        class_names=class_names, input_size=config.image_size, resize_size=train_resize(config.image_size),
+        mean=spec.mean, std=spec.std, backbone=spec.name, head=config.eval_head, method=config.method,
+        source=config.source, target=config.target, dataset=config.dataset or Path(config.data_root).name,
+        interpolation=spec.interpolation, train_config=config.to_dict(), metrics=metrics or {},
+    )
+
+
+def rng_state() -> dict[str, Any]:
+    """The RNG states a checkpoint saves, so ``--resume`` continues bit for bit."""
+    return {"torch": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+
+
+def restore_rng(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    if state.get("cuda") and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])

@@ -17,8 +17,6 @@ from symnets_deploy.errors import UsageError
 #: ``weights`` value meaning "the backbone's own pretrained weights".
 PRETRAINED = "imagenet"
 
-#: Evaluations (accuracy where labels exist, label-free scores) in a run whose --eval-every is not given.
-EVALUATIONS_PER_RUN = 10
 
 
 @dataclass(frozen=True)
@@ -76,8 +74,6 @@ class TrainConfig:
         if self.backbone_lr_mult is None:
             # Paper: pretrained G learns 10x slower than the head; a randomly initialised G must not.
             object.__setattr__(self, "backbone_lr_mult", 0.1 if self.weights is not None else 1.0)
-        if self.eval_every is None:
-            object.__setattr__(self, "eval_every", max(1, self.iterations // EVALUATIONS_PER_RUN))
         for name, enum in (("method", Method), ("ablation", Ablation), ("head", Head), ("device", Device), ("data_on", DataOn), ("target_labels", TargetLabels)):
             object.__setattr__(self, name, parse_choice(enum, getattr(self, name), name).value)
         if self.method == Method.source_only and self.ablation != Ablation.none:
@@ -88,7 +84,7 @@ class TrainConfig:
         if not 0 <= self.source_val < 1:
             raise UsageError(f"source-val must be in [0, 1), got {self.source_val}")
         for name in ("eval_every", "checkpoint_every", "keep_every", "log_every", "threads"):
-            if getattr(self, name) < 0:
+            if (getattr(self, name) or 0) < 0:
                 raise UsageError(f"{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
         if self.lr <= 0:
             raise UsageError(f"lr must be positive, got {self.lr}")

@@ -25,6 +25,20 @@ from symnets_deploy.train.placement import DataPath
 #: ``summary.json``'s ``target_labels``: the target had class folders (used for evaluation only), or none.
 LABELED, UNLABELED = "class folders", "none"
 
+#: Without --eval-every, evaluations may cost this share of the training's compute (an image
+#: trained on costs about three forward passes, an image evaluated one) ...
+EVAL_BUDGET = 0.05
+#: ... and a run evaluates at most this many times (enough for the report's curves and the warnings).
+MAX_EVALUATIONS = 10
+
+
+def default_eval_every(iterations: int, images_per_iteration: int, eval_images: int) -> int:
+    """The evaluation interval of a run without --eval-every: as many evaluations as ``EVAL_BUDGET``
+    affords, at most ``MAX_EVALUATIONS``; 0 (at the end only) when fewer than two fit."""
+    affordable = int(EVAL_BUDGET * 3 * iterations * images_per_iteration / max(1, eval_images))
+    evaluations = min(MAX_EVALUATIONS, affordable)
+    return iterations // evaluations if evaluations >= 2 else 0
+
 
 def target_labels_line(labeled: bool) -> str:
     """The line every run prints when it starts, saying whether target labels exist and what they are for."""
@@ -151,3 +165,13 @@ def run_warnings(final: EvalResult, history: list[dict[str, Any]]) -> list[str]:
     if drop:
         warnings.append(drop)
     return warnings
+
+
+def card_metrics(result: EvalResult, iteration: int, warnings: list[str] = ()) -> dict[str, Any]:
+    """The card's ``metrics`` after an evaluation: label-free scores always, target accuracy only with labels."""
+    metrics: dict[str, Any] = {"iteration": iteration, "target_labels": LABELED if result.accuracies else UNLABELED, "label_free": result.scores}
+    if result.accuracies:
+        metrics.update(target_acc_ct=result.accuracies["acc_ct"], target_acc_cs=result.accuracies["acc_cs"])
+    if warnings:
+        metrics["warnings"] = list(warnings)
+    return metrics

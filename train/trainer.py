@@ -9,7 +9,6 @@ label-free scores always, target accuracy only where the target has class folder
 
 from __future__ import annotations
 
-import signal
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -19,39 +18,28 @@ import torch
 
 from symnets_deploy.card import ModelCard
 from symnets_deploy.enums import DataOn, Device, Method, TargetLabels
-from symnets_deploy.errors import Interrupted, UsageError
+from symnets_deploy.errors import UsageError
 from symnets_deploy.evaluation import summarize
 from symnets_deploy.preprocess import PreprocessConfig
 from symnets_deploy.train import data as D
-from symnets_deploy.train.backbones import get_backbone
 from symnets_deploy.train.cache import default_cache_dir, load_or_decode
-from symnets_deploy.train.checkpoint import build_model, load_checkpoint, save_checkpoint
+from symnets_deploy.train.checkpoint import build_model, load_checkpoint, make_card, restore_rng
 from symnets_deploy.train.config import TrainConfig
 from symnets_deploy.train.distributed import World, wrap
-from symnets_deploy.train.evaluate import LABELED, UNLABELED, EvalData, EvalResult, evaluate, load_eval_data, run_warnings, target_labels_line
+from symnets_deploy.train.evaluate import (
+    LABELED, UNLABELED, EvalResult, card_metrics, default_eval_every, load_eval_data, run_warnings, target_labels_line,
+)
 from symnets_deploy.train.features import AFTER, BEFORE, write_features
-from symnets_deploy.train.interrupt import StopRequest
+from symnets_deploy.train.loop import Reporter, RunState, images_per_iteration, run_loop
 from symnets_deploy.train.model import SymNet
-from symnets_deploy.train.placement import DataPath, UploadAhead, data_location, select_data_path
-from symnets_deploy.train.run_folder import MetricsLog, check_resume, check_split, claim_new_run, kept_path, write_json
-from symnets_deploy.train.schedules import annealed_lr, confusion_weight, progress
-from symnets_deploy.train.step import Objective, make_optimizer, make_step, optimizer_state
+from symnets_deploy.train.placement import data_location, select_data_path
+from symnets_deploy.train.run_folder import MetricsLog, check_resume, check_split, claim_new_run, write_json
+from symnets_deploy.train.step import Objective, make_optimizer
 
-#: Several ranks agree on an interruption every this many iterations (a collective; one per iteration would sync the GPU).
-STOP_CHECK_EVERY = 10
+__all__ = ["Reporter", "TrainResult", "Trained", "make_card", "resolve_device", "train"]
 
 #: The deployed head's predictions on the whole target domain at the end of a run (``Evaluation`` JSON; labeled targets only).
 TARGET_EVALUATION = "target_evaluation.json"
-
-
-class Reporter:
-    """Receives progress; the CLI shows it with rich, library callers may ignore it."""
-
-    def stage(self, text: str) -> None: ...
-    def warn(self, text: str) -> None: ...
-    def start(self, total: int, completed: int) -> None: ...
-    def advance(self, iteration: int, info: dict[str, Any]) -> None: ...
-    def stop(self) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -81,6 +69,7 @@ class TrainResult:
     label_free: dict[str, Any] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     evaluation_seconds: float = 0.0  # of ``seconds``, spent in evaluations during the loop
+    eval_every: int = 0  # iterations between evaluations (0: at the end only)
 
 
 @dataclass(frozen=True)
@@ -113,93 +102,7 @@ def resolve_device(name: str) -> torch.device:
     return torch.device("cuda")
 
 
-def make_card(config: TrainConfig, class_names: tuple[str, ...], metrics: dict[str, Any] | None = None) -> ModelCard:
-    """The card every artifact of this run carries, built from the backbone spec (one place)."""
-    spec = get_backbone(config.backbone)
-    return ModelCard(
-        class_names=class_names, input_size=config.image_size, resize_size=D.train_resize(config.image_size),
-        mean=spec.mean, std=spec.std, backbone=spec.name, head=config.eval_head, method=config.method,
-        source=config.source, target=config.target, dataset=config.dataset or Path(config.data_root).name,
-        interpolation=spec.interpolation, train_config=config.to_dict(), metrics=metrics or {},
-    )
-
-
-def card_metrics(result: EvalResult, iteration: int, warnings: list[str] = ()) -> dict[str, Any]:
-    """The card's ``metrics`` after an evaluation: label-free scores always, target accuracy only with labels."""
-    metrics: dict[str, Any] = {"iteration": iteration, "target_labels": LABELED if result.accuracies else UNLABELED, "label_free": result.scores}
-    if result.accuracies:
-        metrics.update(target_acc_ct=result.accuracies["acc_ct"], target_acc_cs=result.accuracies["acc_cs"])
-    if warnings:
-        metrics["warnings"] = list(warnings)
-    return metrics
-
-
-def _rng_state() -> dict[str, Any]:
-    return {"torch": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
-
-
-def _restore_rng(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    if state.get("cuda") and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-@dataclass
-class _Run:
-    """Everything one training run holds between its stages."""
-
-    config: TrainConfig
-    reporter: Reporter
-    out: Path
-    device: torch.device
-    world: World
-    placement: DataPath
-    source: D.Domain
-    train_source: D.Domain
-    source_val: D.Domain
-    target: D.Domain
-    model: SymNet
-    objective: Optional[torch.nn.Module]
-    optimizer: torch.optim.SGD
-    run_id: Optional[str] = None
-    start: int = 0
-    log: Any = None
-    eval_data: Optional[EvalData] = None
-    last_eval: Optional[EvalResult] = None
-    eval_seconds: float = 0.0
-    seconds: dict[str, float] = field(default_factory=dict)
-
-    def card(self, metrics: dict[str, Any] | None = None) -> ModelCard:
-        return make_card(self.config, self.source.class_names, metrics)
-
-    def checkpoint(self, iteration: int, metrics: dict[str, Any]) -> None:
-        """``last.pt`` (rank 0), then every rank waits: none runs ahead of a checkpoint it might resume from."""
-        if self.world.is_main:
-            save_checkpoint(self.out / "last.pt", {
-                "model": self.model.state_dict(), "optimizer": optimizer_state(self.optimizer), "iteration": iteration,
-                "world_size": self.world.size, "rng": _rng_state(), "card": self.card(metrics).to_dict(),
-                "config": self.config.to_dict(), "run_id": self.run_id,
-            })
-        self.world.barrier()
-
-    def evaluate(self, iteration: int) -> EvalResult:
-        """Evaluate (rank 0), log the record, and keep the weights when ``keep_every`` asks for this iteration."""
-        clock = time.perf_counter()
-        result = evaluate(self.model, self.eval_data, self.config.eval_batch_size, self.placement)
-        self.log.write(result.record(iteration))
-        self.reporter.advance(iteration, result.accuracies)
-        keep = self.config.keep_every
-        if keep and (iteration % keep == 0 or iteration == self.config.iterations):
-            save_checkpoint(kept_path(self.out, iteration), {
-                "model": self.model.state_dict(), "iteration": iteration, "card": self.card(card_metrics(result, iteration)).to_dict(),
-                "config": self.config.to_dict(), "run_id": self.run_id, "kept": True,
-            })
-        self.last_eval = result
-        self.eval_seconds += time.perf_counter() - clock
-        return result
-
-
-def _open_run(config: TrainConfig, reporter: Reporter, resume: bool, overwrite: bool) -> _Run:
+def _open_run(config: TrainConfig, reporter: Reporter, resume: bool, overwrite: bool) -> RunState:
     """Device, processes, domains and split, model and optimizer; the run folder claimed or its checkpoint restored."""
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -220,7 +123,7 @@ def _open_run(config: TrainConfig, reporter: Reporter, resume: bool, overwrite: 
     model = build_model(config, len(source.class_names)).to(device, memory_format=placement.memory_format())
     objective = wrap(Objective(model, config), world, device) if world.distributed else None  # SyncBatchNorm on CUDA first
     optimizer = make_optimizer(model, config, fused=device.type == "cuda" and config.cuda_graph and not world.distributed)
-    run = _Run(config, reporter, out, device, world, placement, source, train_source, source_val, target, model, objective, optimizer)
+    run = RunState(config, reporter, out, device, world, placement, source, train_source, source_val, target, model, objective, optimizer)
     if resume:
         ckpt = load_checkpoint(out / "last.pt")
         run.run_id = check_resume(out, ckpt, config.to_dict(), source.class_names)  # before weights that may not fit
@@ -228,7 +131,7 @@ def _open_run(config: TrainConfig, reporter: Reporter, resume: bool, overwrite: 
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         run.start = int(ckpt["iteration"])
-        _restore_rng(ckpt["rng"])
+        restore_rng(ckpt["rng"])
     else:
         run.run_id = claim_new_run(out, overwrite=overwrite) if world.is_main else None
     run.run_id = world.broadcast(run.run_id)
@@ -239,10 +142,13 @@ def _open_run(config: TrainConfig, reporter: Reporter, resume: bool, overwrite: 
     run.log = MetricsLog(out / "metrics.jsonl", run.start) if world.is_main else MetricsLog.discard()
     reporter.stage(target_labels_line(target.labeled) + (f" (--target-labels {config.target_labels})" if config.target_labels == TargetLabels.ignore else ""))
     reporter.stage(f"source: {len(train_source.samples)} images to train on, {len(source_val.samples)} held out (--source-val {config.source_val})")
+    run.eval_every = config.eval_every if config.eval_every is not None else default_eval_every(
+        config.iterations, images_per_iteration(config), len(target.samples) + len(source_val.samples))
+    reporter.stage(f"label-free scores every {run.eval_every} iterations and at the end" if run.eval_every else "label-free scores at the end")
     return run
 
 
-def _decode(run: _Run):
+def _decode(run: RunState):
     """Decoded training domains where they will live, the evaluation data (rank 0), and the t-SNE features before."""
     config, placement = run.config, run.placement
     run.reporter.stage(f"decoding {len(run.train_source.samples)} source and {len(run.target.samples)} target images ({placement.name} data path)")
@@ -267,83 +173,7 @@ def _decode(run: _Run):
     return src, tgt, location
 
 
-def _loop(run: _Run, src: D.DecodedDomain, tgt: Optional[D.DecodedDomain], location: DataOn, end: int) -> str:
-    """Iterations ``run.start`` to ``end``: steps, metrics records, evaluations, checkpoints, the stop agreement.
-
-    Returns:
-        The step that ran ("eager", "cuda-graph", or why the capture failed).
-    """
-    config, world, placement, log, optimizer = run.config, run.world, run.placement, run.log, run.optimizer
-    samplers = [D.BatchSampler(len(src), config.batch_size, config.seed, 0), D.BatchSampler(len(run.target.samples), config.batch_size, config.seed, 1)]
-    share = world.shard(config.batch_size)  # this rank's rows of every global batch
-
-    def crop(stream: int, it: int, decoded: D.DecodedDomain) -> tuple[torch.Tensor, torch.Tensor]:
-        """uint8 crops and labels of this rank's share, where ``decoded`` lives."""
-        idx = samplers[stream].indices(it)
-        x = D.random_crop_flip(decoded.images, decoded.sizes, idx, config.image_size, D.augmentation_generator(config.seed, it, stream), share)
-        return x, decoded.labels[D.upload(idx[share], decoded.labels.device)]
-
-    def crops(it: int) -> list[Optional[torch.Tensor]]:
-        return [*crop(0, it, src), crop(1, it, tgt)[0] if tgt is not None else None]
-
-    ahead = UploadAhead(crops, run.device, end) if location is DataOn.host else None
-
-    def batch(it: int) -> tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
-        x_s, y_s, x_t = ahead.get(it) if ahead is not None else crops(it)
-        as_input = lambda x: None if x is None else x.float().contiguous(memory_format=placement.memory_format())  # noqa: E731
-        return as_input(x_s), y_s, as_input(x_t)
-
-    images_per_iter = config.batch_size * (2 if config.method == Method.symnets else 1)
-    run.model.train()
-    step = make_step(run.model, optimizer, config, placement, run.objective)
-    processes = f", {world.size} processes" if world.distributed else ""
-    run.reporter.stage(f"training ({step.name} step, {placement.name} data path{processes})")
-    run.reporter.start(config.iterations, run.start)
-    window_t, window_start = time.perf_counter(), run.start
-    sums: dict[str, torch.Tensor] = {}
-    with StopRequest() as stop:
-        for it in range(run.start, end):
-            p = progress(it, config.iterations)
-            lam = confusion_weight(p, config.lambda_gamma)
-            lrs = [annealed_lr(group["lr0"], p, config.lr_alpha, config.lr_beta) for group in optimizer.param_groups]
-            terms = step(*batch(it), lam, lrs)
-            for k, v in terms.items():
-                sums[k] = sums.get(k, 0) + v
-            done = it + 1
-            if done % max(1, config.log_every) == 0 or done == end:
-                if run.device.type == "cuda":
-                    torch.cuda.synchronize()
-                now = time.perf_counter()
-                n = done - window_start
-                record = {"iteration": done, "lambda": lam, "lr_head": lrs[0], "lr_backbone": lrs[1]}
-                record.update({k: float(v) / n for k, v in world.mean(sums).items()})
-                record["images_per_s"] = n * images_per_iter / max(now - window_t, 1e-9)
-                log.write(record)
-                run.reporter.advance(done, record)
-                sums, window_t, window_start = {}, now, done
-            due = (config.eval_every and done % config.eval_every == 0) or (config.keep_every and done % config.keep_every == 0)
-            if due and done != config.iterations and world.is_main:
-                before = time.perf_counter()
-                run.evaluate(done)
-                window_t += time.perf_counter() - before  # evaluation time stays out of images/s
-            if config.checkpoint_every and done % config.checkpoint_every == 0 and done != end:
-                run.checkpoint(done, {})
-            # Several ranks stop together: they agree every STOP_CHECK_EVERY iterations (a collective).
-            asked = stop.signum is not None
-            if world.distributed:
-                asked = world.any(asked, run.device) if done % STOP_CHECK_EVERY == 0 or done == end else False
-            if asked and done != end:
-                run.checkpoint(done, {})
-                run.reporter.stop()
-                name = signal.Signals(stop.signum or signal.SIGTERM).name
-                raise Interrupted(f"{name} at iteration {done} of {config.iterations}: checkpoint saved; continue with: symnets train --resume {run.out}", stop.signum or signal.SIGTERM)
-    if run.device.type == "cuda":
-        torch.cuda.synchronize()
-    fallback = getattr(step, "fallback", None)
-    return f"eager (CUDA graph capture failed: {fallback})" if fallback else step.name
-
-
-def _finish(run: _Run) -> tuple[EvalResult, list[str]]:
+def _finish(run: RunState) -> tuple[EvalResult, list[str]]:
     """The final evaluation (rank 0): metrics record, target confusion matrix where labels exist, warnings."""
     config = run.config
     run.reporter.stage("evaluating on the whole target domain and the held-out source images")
@@ -386,10 +216,10 @@ def train(
     run.seconds["decode"] = time.perf_counter() - clock - run.seconds["setup"]
     end = config.iterations if stop_at is None else min(config.iterations, stop_at)
     t0 = time.perf_counter()
-    step = _loop(run, src, tgt, location, end)
+    step = run_loop(run, src, tgt, location, end)
     loop_seconds = time.perf_counter() - t0
     run.objective = None  # DistributedDataParallel goes before its process group (world.close)
-    summary = dict(step=step, loop_seconds=loop_seconds, trained=end - run.start)
+    summary = dict(step=step, loop_seconds=loop_seconds, loop_eval_seconds=run.eval_seconds, trained=end - run.start)
     if end < config.iterations:
         run.checkpoint(end, {})
         run.reporter.stop()
@@ -421,16 +251,18 @@ def train(
     return final
 
 
-def _summary(run: _Run, result: Optional[EvalResult], warnings: list[str], *, step: str, loop_seconds: float, trained: int) -> TrainResult:
+def _summary(run: RunState, result: Optional[EvalResult], warnings: list[str], *, step: str, loop_seconds: float,
+             loop_eval_seconds: float, trained: int) -> TrainResult:
     config = run.config
     accuracies = result.accuracies if result is not None else {}
-    images_per_iter = config.batch_size * (2 if config.method == Method.symnets else 1)
+    images_per_iter = images_per_iteration(config)
     return TrainResult(
         target_acc_ct=accuracies.get("acc_ct"), target_acc_cs=accuracies.get("acc_cs"), target_acc_paired=accuracies.get("acc_paired"),
         iterations=config.iterations, seconds=round(loop_seconds, 3),
-        images_per_s=round(trained * images_per_iter / max(loop_seconds - run.eval_seconds, 1e-9), 2), method=config.method,
+        images_per_s=round(trained * images_per_iter / max(loop_seconds - loop_eval_seconds, 1e-9), 2), method=config.method,
         ablation=config.ablation, backbone=config.backbone, source=config.source, target=config.target, num_classes=len(run.source.class_names),
         target_images=len(run.target.samples), device=str(run.device), out=str(run.out), step=step, world_size=run.world.size,
         target_labels=LABELED if run.target.labeled else UNLABELED, source_val_images=len(run.source.samples) - len(run.train_source.samples),
-        label_free=result.scores if result is not None else {}, warnings=list(warnings), evaluation_seconds=round(run.eval_seconds, 3),
+        label_free=result.scores if result is not None else {}, warnings=list(warnings), evaluation_seconds=round(loop_eval_seconds, 3),
+        eval_every=run.eval_every,
     )

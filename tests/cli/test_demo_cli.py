@@ -18,9 +18,13 @@ def test_demo_trains_both_exports_predicts_reports_and_beats_the_baseline(tmp_pa
     out = tmp_path / "demo"
     result = CliRunner().invoke(app, ["demo", "--out", str(out), "--iterations", "20", "--device", "cpu"])
     assert result.exit_code == 0, result.output
-    (row,) = re.findall(r"\| target accuracy \(Ct, (\d+) images\) \| ([\d.]+) % \| ([\d.]+) % \|", result.stdout)
+    (row,) = re.findall(r"\| target accuracy \(Ct, (\d+) images; labels used to evaluate only\) \| ([\d.]+) % \| ([\d.]+) % \|", result.stdout)
     images, source_only, symnets = int(row[0]), float(row[1]), float(row[2])
     assert symnets > source_only, result.stdout  # adaptation helps on the generated street domain
+    for label, key in (("held-out source accuracy (Ct)", "source_val_acc_ct"), ("cluster V-measure", "v_measure")):
+        (cells,) = re.findall(rf"\| {re.escape(label)} \(no target label\) \| ([\d.]+)(?: %)? \| ([\d.]+)(?: %)? \|", result.stdout)
+        saved = json.loads((out / "run" / "summary.json").read_text())["label_free"][key]
+        assert float(cells[1]) == pytest.approx(100 * saved if key == "source_val_acc_ct" else saved, abs=0.051)
     assert json.loads((out / "run_source_only" / "summary.json").read_text())["method"] == "source-only"
     assert round(100 * json.loads((out / "run" / "summary.json").read_text())["target_acc_ct"], 1) == symnets
     assert "ONNX check: passed" in result.stdout and "images/s" in result.stdout and "total" in result.stdout

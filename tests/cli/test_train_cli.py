@@ -45,7 +45,7 @@ def test_option_defaults_are_the_config_defaults():
 
     command = typer.main.get_command(app).commands["train"]
     shared = {p.name: p.default for p in command.params if p.name in DEFAULTS and p.default is not None}
-    assert len(shared) == 22  # every option with a fixed default; the others (None) are resolved by TrainConfig
+    assert len(shared) == 24  # every option with a fixed default; the others (None) are resolved by TrainConfig
     assert {name: getattr(value, "value", value) for name, value in shared.items()} == {name: DEFAULTS[name] for name in shared}
 
 

@@ -242,3 +242,72 @@ def test_random_crop_flip_full_size_crop_is_the_image_or_its_mirror():
     for b in range(len(out)):
         src = images[b % 2]
         assert torch.equal(out[b], src) or torch.equal(out[b], src.flip(2))
+
+
+# -- unlabeled targets -------------------------------------------------------------------------
+def _loose(root: Path, relative: str, seed: int = 0) -> None:
+    path = root / relative
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.random.default_rng(seed).integers(0, 256, (16, 20, 3), dtype=np.uint8)).save(path)
+
+
+def test_a_flat_target_is_unlabeled_found_recursively_and_sorted(tmp_path):
+    _write(tmp_path, "src", ["a", "b"])
+    for name in ("cam/z.png", "cam/2026-11-01/b.png", "cam/2026-11-01/a.png", "cam/.hidden.png", "cam/.thumbs/x.png", "cam/notes.txt"):
+        if name.endswith(".txt"):
+            (tmp_path / name).write_text("not an image")
+        else:
+            _loose(tmp_path, name)
+    src, tgt = D.load_domains(tmp_path, "src", "cam")
+    assert not tgt.labeled and src.labeled
+    assert tgt.class_names == src.class_names  # K comes from the source
+    assert [p.relative_to(tgt.root).as_posix() for p, _ in tgt.samples] == ["2026-11-01/a.png", "2026-11-01/b.png", "z.png"]
+    assert set(tgt.labels.tolist()) == {D.UNLABELED}
+
+
+def test_matching_class_folders_are_labels_and_ignore_keeps_the_same_order(tmp_path):
+    _write(tmp_path, "src", ["a", "b", "c"])
+    _write(tmp_path, "tgt", ["c", "a", "b"], per_class=2)
+    _, labeled = D.load_domains(tmp_path, "src", "tgt")
+    _, ignored = D.load_domains(tmp_path, "src", "tgt", ignore_target_labels=True)
+    assert labeled.labeled and not ignored.labeled
+    assert labeled.labels.tolist() == [0, 0, 1, 1, 2, 2]
+    assert [p for p, _ in ignored.samples] == [p for p, _ in labeled.samples]  # same images, same order: the same run
+
+
+def test_class_folders_beside_loose_images_or_other_folders_are_refused(tmp_path):
+    _write(tmp_path, "src", ["a", "b"])
+    _write(tmp_path, "tgt", ["a", "b"])
+    _loose(tmp_path, "tgt/loose.png")
+    msg = _usage_error(D.load_domains, tmp_path, "src", "tgt")
+    assert "beside the class folders" in msg and "--target-labels ignore" in msg
+    _, tgt = D.load_domains(tmp_path, "src", "tgt", ignore_target_labels=True)
+    assert len(tgt.samples) == 5 and not tgt.labeled
+
+
+def test_an_unlabeled_target_without_images(tmp_path):
+    _write(tmp_path, "src", ["a"])
+    (tmp_path / "cam" / "empty").mkdir(parents=True)
+    msg = _usage_error(D.load_domains, tmp_path, "src", "cam")
+    assert "cam" in msg and "no images" in msg
+
+
+# -- held-out source split ---------------------------------------------------------------------
+def test_split_is_stratified_deterministic_and_disjoint(tmp_path):
+    _write(tmp_path, "src", ["a", "b", "c"], per_class=10)
+    _write(tmp_path, "src", ["d"], per_class=1)
+    _write(tmp_path, "src", ["e"], per_class=2)
+    src = D.scan_domain(tmp_path, "src")
+    train, val = D.split_source(src, 0.2, seed=4)
+    again_train, again_val = D.split_source(src, 0.2, seed=4)
+    assert val.samples == again_val.samples and train.samples == again_train.samples
+    assert sorted(train.samples + val.samples) == sorted(src.samples) and not set(train.samples) & set(val.samples)
+    held = np.bincount(val.labels, minlength=5).tolist()
+    assert held == [2, 2, 2, 0, 1]  # 20 % of 10; a single image stays in training; at least one of two is held out
+    assert list(val.samples) == sorted(val.samples, key=lambda s: (s[1], s[0].parts))  # sorted order kept
+    _, other = D.split_source(src, 0.2, seed=5)
+    assert other.samples != val.samples  # a function of the seed
+    train_all, none = D.split_source(src, 0.0, seed=4)
+    assert train_all.samples == src.samples and none.samples == ()
+    with pytest.raises(UsageError):
+        D.split_source(src, 1.0, seed=0)

@@ -1,0 +1,181 @@
+"""The iteration loop of a training run, and the state the run's stages share.
+
+``run_loop`` runs iterations with their metrics records, evaluations (``RunState.evaluate``:
+labeled and label-free, kept weights for ``symnets select``), checkpoints and the stop agreement
+of several processes; ``train.trainer`` sets the run up before it and finishes it after.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+
+from symnets_deploy.card import ModelCard
+from symnets_deploy.enums import DataOn, Method
+from symnets_deploy.errors import Interrupted
+from symnets_deploy.train import data as D
+from symnets_deploy.train.checkpoint import make_card, rng_state, save_checkpoint
+from symnets_deploy.train.config import TrainConfig
+from symnets_deploy.train.distributed import World
+from symnets_deploy.train.evaluate import EvalData, EvalResult, card_metrics, evaluate
+from symnets_deploy.train.interrupt import StopRequest
+from symnets_deploy.train.model import SymNet
+from symnets_deploy.train.placement import DataPath, UploadAhead
+from symnets_deploy.train.run_folder import kept_path
+from symnets_deploy.train.schedules import annealed_lr, confusion_weight, progress
+from symnets_deploy.train.step import make_step, optimizer_state
+
+class Reporter:
+    """Receives progress; the CLI shows it with rich, library callers may ignore it."""
+
+    def stage(self, text: str) -> None: ...
+    def warn(self, text: str) -> None: ...
+    def start(self, total: int, completed: int) -> None: ...
+    def advance(self, iteration: int, info: dict[str, Any]) -> None: ...
+    def stop(self) -> None: ...
+
+
+#: Several ranks agree on an interruption every this many iterations (a collective; one per iteration would sync the GPU).
+STOP_CHECK_EVERY = 10
+
+
+def images_per_iteration(config: TrainConfig) -> int:
+    """Images one iteration trains on: B source (+ B target for SymNets)."""
+    return config.batch_size * (2 if config.method == Method.symnets else 1)
+
+
+@dataclass
+class RunState:
+    """Everything one training run holds between its stages."""
+
+    config: TrainConfig
+    reporter: Reporter
+    out: Path
+    device: torch.device
+    world: World
+    placement: DataPath
+    source: D.Domain
+    train_source: D.Domain
+    source_val: D.Domain
+    target: D.Domain
+    model: SymNet
+    objective: Optional[torch.nn.Module]
+    optimizer: torch.optim.SGD
+    eval_every: int = 0
+    run_id: Optional[str] = None
+    start: int = 0
+    log: Any = None
+    eval_data: Optional[EvalData] = None
+    last_eval: Optional[EvalResult] = None
+    eval_seconds: float = 0.0
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def card(self, metrics: dict[str, Any] | None = None) -> ModelCard:
+        return make_card(self.config, self.source.class_names, metrics)
+
+    def checkpoint(self, iteration: int, metrics: dict[str, Any]) -> None:
+        """``last.pt`` (rank 0), then every rank waits: none runs ahead of a checkpoint it might resume from."""
+        if self.world.is_main:
+            save_checkpoint(self.out / "last.pt", {
+                "model": self.model.state_dict(), "optimizer": optimizer_state(self.optimizer), "iteration": iteration,
+                "world_size": self.world.size, "rng": rng_state(), "card": self.card(metrics).to_dict(),
+                "config": self.config.to_dict(), "run_id": self.run_id,
+            })
+        self.world.barrier()
+
+    def evaluate(self, iteration: int) -> EvalResult:
+        """Evaluate (rank 0), log the record, and keep the weights when ``keep_every`` asks for this iteration."""
+        clock = time.perf_counter()
+        result = evaluate(self.model, self.eval_data, self.config.eval_batch_size, self.placement)
+        self.log.write(result.record(iteration))
+        self.reporter.advance(iteration, result.accuracies)
+        keep = self.config.keep_every
+        if keep and (iteration % keep == 0 or iteration == self.config.iterations):
+            save_checkpoint(kept_path(self.out, iteration), {
+                "model": self.model.state_dict(), "iteration": iteration, "card": self.card(card_metrics(result, iteration)).to_dict(),
+                "config": self.config.to_dict(), "run_id": self.run_id, "kept": True,
+            })
+        self.last_eval = result
+        self.eval_seconds += time.perf_counter() - clock
+        return result
+
+
+def run_loop(run: RunState, src: D.DecodedDomain, tgt: Optional[D.DecodedDomain], location: DataOn, end: int) -> str:
+    """Iterations ``run.start`` to ``end``: steps, metrics records, evaluations, checkpoints, the stop agreement.
+
+    Returns:
+        The step that ran ("eager", "cuda-graph", or why the capture failed).
+    """
+    config, world, placement, log, optimizer = run.config, run.world, run.placement, run.log, run.optimizer
+    samplers = [D.BatchSampler(len(src), config.batch_size, config.seed, 0), D.BatchSampler(len(run.target.samples), config.batch_size, config.seed, 1)]
+    share = world.shard(config.batch_size)  # this rank's rows of every global batch
+
+    def crop(stream: int, it: int, decoded: D.DecodedDomain) -> tuple[torch.Tensor, torch.Tensor]:
+        """uint8 crops and labels of this rank's share, where ``decoded`` lives."""
+        idx = samplers[stream].indices(it)
+        x = D.random_crop_flip(decoded.images, decoded.sizes, idx, config.image_size, D.augmentation_generator(config.seed, it, stream), share)
+        return x, decoded.labels[D.upload(idx[share], decoded.labels.device)]
+
+    def crops(it: int) -> list[Optional[torch.Tensor]]:
+        return [*crop(0, it, src), crop(1, it, tgt)[0] if tgt is not None else None]
+
+    ahead = UploadAhead(crops, run.device, end) if location is DataOn.host else None
+
+    def batch(it: int) -> tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
+        x_s, y_s, x_t = ahead.get(it) if ahead is not None else crops(it)
+        as_input = lambda x: None if x is None else x.float().contiguous(memory_format=placement.memory_format())  # noqa: E731
+        return as_input(x_s), y_s, as_input(x_t)
+
+    images_per_iter = images_per_iteration(config)
+    run.model.train()
+    step = make_step(run.model, optimizer, config, placement, run.objective)
+    processes = f", {world.size} processes" if world.distributed else ""
+    run.reporter.stage(f"training ({step.name} step, {placement.name} data path{processes})")
+    run.reporter.start(config.iterations, run.start)
+    window_t, window_start = time.perf_counter(), run.start
+    sums: dict[str, torch.Tensor] = {}
+    with StopRequest() as stop:
+        for it in range(run.start, end):
+            p = progress(it, config.iterations)
+            lam = confusion_weight(p, config.lambda_gamma)
+            lrs = [annealed_lr(group["lr0"], p, config.lr_alpha, config.lr_beta) for group in optimizer.param_groups]
+            terms = step(*batch(it), lam, lrs)
+            for k, v in terms.items():
+                sums[k] = sums.get(k, 0) + v
+            done = it + 1
+            if done % max(1, config.log_every) == 0 or done == end:
+                if run.device.type == "cuda":
+                    torch.cuda.synchronize()
+                now = time.perf_counter()
+                n = done - window_start
+                record = {"iteration": done, "lambda": lam, "lr_head": lrs[0], "lr_backbone": lrs[1]}
+                record.update({k: float(v) / n for k, v in world.mean(sums).items()})
+                record["images_per_s"] = n * images_per_iter / max(now - window_t, 1e-9)
+                log.write(record)
+                run.reporter.advance(done, record)
+                sums, window_t, window_start = {}, now, done
+            due = (run.eval_every and done % run.eval_every == 0) or (config.keep_every and done % config.keep_every == 0)
+            if due and done != config.iterations and world.is_main:
+                before = time.perf_counter()
+                run.evaluate(done)
+                window_t += time.perf_counter() - before  # evaluation time stays out of images/s
+            if config.checkpoint_every and done % config.checkpoint_every == 0 and done != end:
+                run.checkpoint(done, {})
+            # Several ranks stop together: they agree every STOP_CHECK_EVERY iterations (a collective).
+            asked = stop.signum is not None
+            if world.distributed:
+                asked = world.any(asked, run.device) if done % STOP_CHECK_EVERY == 0 or done == end else False
+            if asked and done != end:
+                run.checkpoint(done, {})
+                run.reporter.stop()
+                name = signal.Signals(stop.signum or signal.SIGTERM).name
+                raise Interrupted(f"{name} at iteration {done} of {config.iterations}: checkpoint saved; continue with: symnets train --resume {run.out}", stop.signum or signal.SIGTERM)
+    if run.device.type == "cuda":
+        torch.cuda.synchronize()
+    fallback = getattr(step, "fallback", None)
+    return f"eager (CUDA graph capture failed: {fallback})" if fallback else step.name
