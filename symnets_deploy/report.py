@@ -1,31 +1,38 @@
-"""What adaptation did, drawn: training curves, target confusion matrix, t-SNE before/after, one HTML page.
+"""What adaptation did, drawn: training curves, label-free scores, confusion matrix, t-SNE, one HTML page.
 
 ``symnets report RUN_DIR`` reads only files of the run folder (``metrics.jsonl``,
 ``target_evaluation.json``, ``features_before.npz`` / ``features_after.npz``, ``summary.json``,
 ``config.json`` and the artifacts' ``*.verify.json``), so it runs without torch, on any copy of
-a run. matplotlib and scikit-learn come with the ``[report]`` extra and are imported here only.
-A figure whose input is missing (a run made with ``--no-report``, or stopped early) is left out
-and the page says why.
+a run. matplotlib and scikit-learn come with the ``[report]`` extra and are imported only when
+drawing (``symnets_deploy.report_figures``). A figure whose input is missing (a run made with
+``--no-report``, stopped early, or a target without labels) is left out and the page says why.
+
+Target labels, where the target has class folders, are for evaluation only: the page calls target
+accuracy an oracle, and shows how well each label-free score tracked it over the run.
 """
 
 from __future__ import annotations
 
 import html
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from symnets_deploy._optional import require
 from symnets_deploy.atomic import atomic_write
 from symnets_deploy.errors import UsageError
 from symnets_deploy.evaluation import Evaluation
+from symnets_deploy.report_figures import (  # noqa: F401  (pyplot: `symnets evaluate` imports it from here)
+    SCORES, plot_confusion, plot_curves, plot_label_free, plot_scores_vs_accuracy, plot_tsne, pyplot, spearman, values,
+)
 
 #: Inputs the run folder provides (written by ``symnets train``).
 METRICS, EVALUATION, BEFORE, AFTER = "metrics.jsonl", "target_evaluation.json", "features_before.npz", "features_after.npz"
-DPI = 110  # readable at 100 % zoom without being heavy
+#: Why a figure that needs target labels is absent for an unlabeled target.
+NO_TARGET_LABELS = "the target has no labels (target labels: none)"
 
 
 def extra_installed() -> bool:
@@ -35,129 +42,16 @@ def extra_installed() -> bool:
     return is_available("matplotlib") and is_available("sklearn")
 
 
-def pyplot():
-    """matplotlib's pyplot on the file-only Agg backend (no display needed), and sklearn present."""
-    require("sklearn", extra="report", purpose="the run report's t-SNE")
-    matplotlib = require("matplotlib", extra="report", purpose="drawing the run report")
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(fig, path: Path) -> Path:
-    import matplotlib.pyplot as plt
-
-    fig.tight_layout()
-    try:
-        atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=DPI, format="png"))
-    finally:
-        plt.close(fig)  # pyplot keeps every figure until closed: a long session would grow without bound
-    return path
-
-
-def plot_curves(records: Sequence[dict[str, Any]], path: Path) -> Path:
-    """Every loss term, lambda, both learning rates, target accuracies and images/s over iterations."""
-    plt = pyplot()
-    steps = [r for r in records if "lr_head" in r]
-    evals = [r for r in records if "acc_ct" in r]
-    fig, axes = plt.subplots(2, 2, figsize=(11, 7.5))
-    it = [r["iteration"] for r in steps]
-    losses = axes[0][0]
-    for key in sorted({k for r in steps for k in r if k.startswith(("cls_", "feat_"))}):
-        losses.plot(it, [r.get(key, np.nan) for r in steps], label=key, linewidth=1.6 if key.endswith("total") else 1.0)
-    losses.set(title="Loss terms (eq. 5-10, averaged per log window)", xlabel="iteration", ylabel="loss")
-    losses.legend(fontsize=7, ncol=2)
-    schedule = axes[0][1]
-    lines = schedule.plot(it, [r["lambda"] for r in steps], color="tab:purple", label="lambda (confusion weight, left)")
-    schedule.set(title="Schedules", xlabel="iteration", ylabel="lambda", ylim=(0, 1.05))
-    rates = schedule.twinx()  # learning rates are ~100x smaller than lambda: their own axis
-    lines += rates.plot(it, [r["lr_head"] for r in steps], color="tab:orange", label="lr of the head (right)")
-    lines += rates.plot(it, [r["lr_backbone"] for r in steps], color="tab:green", linestyle="--", label="lr of G (right)")
-    rates.set(ylabel="learning rate", ylim=(0, None))
-    schedule.legend(lines, [line.get_label() for line in lines], fontsize=8, loc="center right")
-    accuracy = axes[1][0]
-    for head in ("ct", "cs", "paired"):
-        accuracy.plot([r["iteration"] for r in evals], [100 * r[f"acc_{head}"] for r in evals], marker="o", label={"ct": "Ct", "cs": "Cs", "paired": "paired (eq. 10)"}[head])
-    accuracy.set(title="Target accuracy (whole target domain)", xlabel="iteration", ylabel="accuracy (%)", ylim=(0, 100))
-    accuracy.legend(fontsize=8)
-    speed = axes[1][1]
-    speed.plot(it, [r["images_per_s"] for r in steps], color="tab:gray")
-    speed.set(title="Training throughput", xlabel="iteration", ylabel="images/s")
-    last = max([r["iteration"] for r in records], default=1)
-    for ax in (losses, schedule, accuracy, speed):
-        ax.set_xlim(0, last * 1.02)  # one iteration axis for all four, even with a single evaluation
-    return _save(fig, path)
-
-
-def plot_confusion(evaluation: Evaluation, path: Path, title: str = "Target confusion matrix") -> Path:
-    """Confusion matrix (rows: true class, normalised per row, counts written in) and per-class accuracy."""
-    plt = pyplot()
-    names, matrix = evaluation.class_names, evaluation.matrix
-    k = len(names)
-    side = max(5.0, 0.45 * k + 3)
-    fig, (left, right) = plt.subplots(1, 2, figsize=(2 * side + 1, side), gridspec_kw={"width_ratios": [1.2, 1]})
-    rates = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
-    image = left.imshow(rates, cmap="Blues", vmin=0, vmax=1)
-    left.set(xticks=range(k), yticks=range(k), xlabel="predicted class", ylabel="true class", title=f"{title} ({_percent(evaluation.accuracy)} overall)")
-    left.set_xticklabels(names, rotation=45, ha="right", fontsize=8)
-    left.set_yticklabels(names, fontsize=8)
-    if k <= 31:
-        for i in range(k):
-            for j in range(k):
-                if matrix[i, j]:
-                    left.text(j, i, str(matrix[i, j]), ha="center", va="center", fontsize=7, color="white" if rates[i, j] > 0.6 else "black")
-    fig.colorbar(image, ax=left, fraction=0.046, label="fraction of the true class")
-    per_class = evaluation.per_class
-    shown = [n for n in names if n in per_class]
-    right.barh(range(len(shown)), [100 * per_class[n]["accuracy"] for n in shown], color="tab:blue")
-    right.set(yticks=range(len(shown)), xlim=(0, 100), xlabel="accuracy (%)", title="Per-class accuracy")
-    right.set_yticklabels([f"{n} ({per_class[n]['correct']}/{per_class[n]['images']})" for n in shown], fontsize=8)
-    right.invert_yaxis()
-    return _save(fig, path)
-
-
-def _embed(features: dict[str, np.ndarray]) -> np.ndarray:
-    """2-D t-SNE of source and target features together (PCA to 50 dimensions first, fixed seed)."""
-    from sklearn.decomposition import PCA
-    from sklearn.manifold import TSNE
-
-    x = np.concatenate([features["source"], features["target"]]).astype(np.float32)
-    if x.shape[1] > 50 and len(x) > 50:
-        x = PCA(n_components=50, random_state=0).fit_transform(x)
-    perplexity = float(min(30, max(2, (len(x) - 1) // 3)))
-    return TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=0).fit_transform(x)
-
-
-def plot_tsne(after: dict[str, np.ndarray], before: Optional[dict[str, np.ndarray]], class_names: Sequence[str], path: Path) -> Path:
-    """t-SNE of G's features, coloured by domain and by class; before adaptation (if known) beside after."""
-    plt = pyplot()
-    panels = [("before adaptation (starting backbone)", before), ("after adaptation", after)] if before is not None else [("after adaptation", after)]
-    fig, axes = plt.subplots(2, len(panels), figsize=(6.2 * len(panels), 11), squeeze=False)
-    cmap = plt.get_cmap("tab10" if len(class_names) <= 10 else "tab20")
-    for col, (when, feats) in enumerate(panels):
-        xy = _embed(feats)
-        n_src = len(feats["source"])
-        by_domain, by_class = axes[0][col], axes[1][col]
-        by_domain.scatter(*xy[:n_src].T, s=9, c="tab:blue", label=f"source ({n_src})", alpha=0.7)
-        by_domain.scatter(*xy[n_src:].T, s=9, c="tab:red", label=f"target ({len(xy) - n_src})", alpha=0.7)
-        by_domain.set(title=f"{when}: by domain", xticks=[], yticks=[])
-        by_domain.legend(fontsize=8)
-        labels = np.concatenate([feats["source_labels"], feats["target_labels"]])
-        markers = np.array(["o"] * n_src + ["^"] * (len(xy) - n_src))
-        for c, name in enumerate(class_names):
-            for marker in ("o", "^"):
-                pick = (labels == c) & (markers == marker)
-                if pick.any():
-                    by_class.scatter(*xy[pick].T, s=10, color=cmap(c % cmap.N), marker=marker, alpha=0.75, label=name if marker == "o" else None)
-        by_class.set(title=f"{when}: by class (o source, ^ target)", xticks=[], yticks=[])
-        by_class.legend(fontsize=7, ncol=2, markerscale=1.5)
-    return _save(fig, path)
-
-
 @dataclass(frozen=True)
 class Report:
-    """Where the report went: the HTML page and each figure (None when its input was missing)."""
+    """Where the report went.
+
+    Attributes:
+        html: the page, ``OUT/report.html``.
+        figures: each drawn figure by name (``curves``, ``label_free``, ``scores_vs_accuracy``,
+            ``confusion``, ``tsne``) and its PNG.
+        missing: each figure not drawn, by name, and why (a sentence the page shows too).
+    """
 
     html: Path
     figures: dict[str, Optional[Path]]
@@ -168,8 +62,12 @@ def write_run_report(run: str | Path, out: Optional[str | Path] = None) -> Repor
     """Draw the figures of a run folder and write ``report.html`` beside them.
 
     Args:
-        run: the run folder written by ``symnets train``.
+        run: the run folder written by ``symnets train`` (labeled or unlabeled target, finished or not).
         out: where to write (default: ``RUN/report``).
+
+    Returns:
+        The page and the figures drawn; ``scores_vs_accuracy`` and ``confusion`` are missing for a
+        target without labels, with the reason.
 
     Raises:
         UsageError: ``run`` is not a run folder (no ``metrics.jsonl``).
@@ -181,24 +79,97 @@ def write_run_report(run: str | Path, out: Optional[str | Path] = None) -> Repor
     pyplot()  # the extra, before any file is written
     out = Path(out) if out is not None else run / "report"
     out.mkdir(parents=True, exist_ok=True)
-    records = [json.loads(line) for line in (run / METRICS).read_text(encoding="utf-8").splitlines() if line.strip()]
-    config = _json(run / "config.json") or {}
+    records = _records(run / METRICS)
+    config, summary = _json(run / "config.json") or {}, _json(run / "summary.json")
+    scored = [r for r in records if "label_free" in r]
+    labeled = _target_labeled(summary, [r for r in records if "acc_ct" in r or "label_free" in r])
+    oracle = [r for r in scored if "acc_ct" in r]
+    correlations = score_correlations(oracle)
     figures: dict[str, Optional[Path]] = {}
     missing: dict[str, str] = {}
     figures["curves"] = plot_curves(records, out / "curves.png")
+    if scored:
+        figures["label_free"] = plot_label_free(scored, out / "label_free.png")
+    else:
+        missing["label_free"] = f"no evaluation with label-free scores in {METRICS} (a run made before they existed, or stopped before its first evaluation)"
+    if labeled is False:
+        missing["scores_vs_accuracy"] = f"{NO_TARGET_LABELS}, so there is no target accuracy to compare the scores with"
+    elif oracle:
+        figures["scores_vs_accuracy"] = plot_scores_vs_accuracy(oracle, correlations, out / "scores_vs_accuracy.png")
+    else:
+        missing["scores_vs_accuracy"] = f"no evaluation with both target accuracy and label-free scores in {METRICS}"
     evaluation = _evaluation(run / EVALUATION)
     if evaluation is not None:
         figures["confusion"] = plot_confusion(evaluation, out / "confusion.png")
+    elif labeled is False:
+        missing["confusion"] = NO_TARGET_LABELS
     else:
-        missing["confusion"] = f"no {EVALUATION} (the run did not finish)"
+        missing["confusion"] = f"no {EVALUATION} ({'missing from the run folder' if summary else 'the run did not finish'})"
     after, before = _features(run / AFTER), _features(run / BEFORE)
-    if after is not None and evaluation is not None:
-        figures["tsne"] = plot_tsne(after, before, evaluation.class_names, out / "tsne.png")
+    class_names = evaluation.class_names if evaluation is not None else _numbered_classes(summary, after)
+    if after is not None:
+        figures["tsne"] = plot_tsne(after, before, class_names, out / "tsne.png")
     else:
         missing["tsne"] = f"no {AFTER} (run made with --no-report, or not finished)"
-    page = _html(run, out, config, _json(run / "summary.json"), figures, missing, _artifacts(run))
+    page = _html(run, out, config, summary, figures, missing, _artifacts(run), _Facts(labeled, correlations, class_names, _warnings(summary, scored)))
     path = atomic_write(out / "report.html", lambda tmp: tmp.write_text(page, encoding="utf-8"))
     return Report(path, figures, missing)
+
+
+def score_correlations(evals: Sequence[dict[str, Any]]) -> dict[str, tuple[Optional[float], int]]:
+    """How each label-free score ranked the evaluations compared with target Ct accuracy.
+
+    Args:
+        evals: evaluation records with ``acc_ct`` and ``label_free``.
+
+    Returns:
+        ``{key: (rho, points)}`` for each key of ``SCORES``: ``spearman`` of the score against
+        ``acc_ct`` (None when undefined) and how many evaluations had both values finite.
+    """
+    accuracy = values(evals, "acc_ct")
+    out = {}
+    for key, _, _ in SCORES:
+        score = values(evals, key)
+        out[key] = (spearman(score, accuracy), int((np.isfinite(score) & np.isfinite(accuracy)).sum()))
+    return out
+
+
+def _target_labeled(summary: Optional[dict[str, Any]], evals: list[dict[str, Any]]) -> Optional[bool]:
+    """True/False where the run says whether the target had labels; None when it cannot tell yet."""
+    if summary and "target_labels" in summary:
+        return summary["target_labels"] != "none"
+    if any("acc_ct" in r for r in evals):
+        return True
+    return False if evals else None  # evaluations without accuracy: the target had no labels
+
+
+def _numbered_classes(summary: Optional[dict[str, Any]], features: Optional[dict[str, np.ndarray]]) -> tuple[str, ...]:
+    """``class 0`` ... ``class K-1``: without target_evaluation.json the run folder holds no class names
+    (they are in last.pt's card, which needs torch to read), so the classes are numbered, not guessed."""
+    k = int((summary or {}).get("num_classes") or 0)
+    if not k and features is not None:
+        k = int(max(features["source_labels"].max(initial=-1), features["target_labels"].max(initial=-1))) + 1
+    return tuple(f"class {c}" for c in range(k))
+
+
+def _warnings(summary: Optional[dict[str, Any]], scored: list[dict[str, Any]]) -> list[str]:
+    """The run's end-of-run warnings, or the latest collapse alarm of a run that did not finish."""
+    if summary is not None:
+        return [str(w) for w in summary.get("warnings") or []]
+    last = scored[-1] if scored else {}
+    if last.get("collapse"):
+        return [f"target predictions collapsed at iteration {last['iteration']} (latest evaluation; the run did not finish): {'; '.join(last['collapse'])}"]
+    return []
+
+
+def _records(path: Path) -> list[dict[str, Any]]:
+    records = []
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue  # the last line of a run killed in the middle of its write: the rest still draws
+    return records
 
 
 def _json(path: Path) -> Optional[dict[str, Any]]:
@@ -234,36 +205,94 @@ def _artifacts(run: Path) -> list[dict[str, Any]]:
     return rows
 
 
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value)
+
+
 def _percent(value: Optional[float]) -> str:
-    return "n/a" if value is None else f"{100 * value:.2f} %"
+    return f"{100 * value:.2f} %" if _finite(value) else "n/a"
+
+
+def _score(value: Any, scale: float) -> str:
+    if not _finite(value):
+        return "n/a"
+    return f"{100 * value:.2f} %" if scale == 100.0 else f"{value:.3f}"
 
 
 def _table(rows: list[tuple[str, Any]]) -> str:
-    cells = "".join(f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>" for k, v in rows)
+    # None (JSON null) reads "n/a": a page should never show Python's spelling of a missing value
+    cells = "".join(f"<tr><th>{html.escape(str(k))}</th><td>{html.escape('n/a' if v is None else str(v))}</td></tr>" for k, v in rows)
     return f"<table>{cells}</table>"
 
 
-def _html(run, out, config, summary, figures, missing, artifacts) -> str:
+@dataclass(frozen=True)
+class _Facts:
+    """What the page says beyond the files it shows: whether target labels exist, the Spearman table, warnings."""
+
+    labeled: Optional[bool]
+    correlations: dict[str, tuple[Optional[float], int]]
+    class_names: Sequence[str]
+    warnings: list[str]
+
+
+def _summary_rows(summary: dict[str, Any], config: dict[str, Any], facts: _Facts) -> list[tuple[str, Any]]:
+    if facts.labeled:
+        labels = "from class folders, used for evaluation only"
+    elif facts.labeled is False:
+        labels = "none" + (" (--target-labels ignore: class folders present, not used)" if config.get("target_labels") == "ignore" else "")
+    else:
+        labels = "unknown"
+    no_acc = "n/a (no target labels)" if facts.labeled is False else "n/a"
+    rows: list[tuple[str, Any]] = [("target labels", labels)]
+    rows += [(f"target accuracy ({name})", _percent(summary[key]) if _finite(summary.get(key)) else no_acc)
+             for name, key in (("Ct", "target_acc_ct"), ("Cs", "target_acc_cs"), ("paired", "target_acc_paired"))]
+    scores = summary.get("label_free") or {}
+    if scores:
+        no_split = not (summary.get("source_val_images") or scores.get("source_val_images"))
+        rows += [(f"{label.replace(' (%)', '')} (label-free)", "n/a (no held-out source split)" if key.startswith("source_val") and no_split
+                  else _score(scores.get(key), scale)) for key, label, scale in SCORES]
+        shares = scores.get("class_shares") or []
+        names = list(facts.class_names) if len(facts.class_names) == len(shares) else [f"class {c}" for c in range(len(shares))]
+        rows.append(("predicted class shares on the target (label-free)", ", ".join(f"{n} {_score(s, 100.0)}" for n, s in zip(names, shares)) or "n/a"))
+    rows += [
+        ("method", summary.get("method")), ("backbone", summary.get("backbone")), ("iterations", summary.get("iterations")),
+        ("training seconds", summary.get("seconds")), ("images/s", summary.get("images_per_s")), ("device", summary.get("device")),
+        ("step", summary.get("step", "eager")), ("target images", summary.get("target_images")),
+        ("held-out source images", summary.get("source_val_images", 0)),
+    ]
+    return rows
+
+
+def _correlation_table(correlations: dict[str, tuple[Optional[float], int]]) -> str:
+    head = "<tr><th>label-free score</th><th>Spearman ρ with target accuracy Ct (oracle, evaluation only)</th><th>evaluations</th></tr>"
+    body = "".join(
+        f"<tr><td>{html.escape(label)}</td><td>{'n/a' if rho is None else f'{rho:.3f}'}</td><td>{n}</td></tr>"
+        for key, label, _ in SCORES for rho, n in [correlations.get(key, (None, 0))]
+    )
+    return f"<table>{head}{body}</table>"
+
+
+def _html(run, out, config, summary, figures, missing, artifacts, facts: _Facts) -> str:
     title = f"{config.get('source', '?')} → {config.get('target', '?')}" if config else run.name
-    summary_rows = []
-    if summary:
-        summary_rows = [
-            ("target accuracy (Ct)", _percent(summary.get("target_acc_ct"))), ("target accuracy (Cs)", _percent(summary.get("target_acc_cs"))),
-            ("target accuracy (paired)", _percent(summary.get("target_acc_paired"))), ("method", summary.get("method")),
-            ("backbone", summary.get("backbone")), ("iterations", summary.get("iterations")), ("training seconds", summary.get("seconds")),
-            ("images/s", summary.get("images_per_s")), ("device", summary.get("device")), ("step", summary.get("step", "eager")),
-            ("target images", summary.get("target_images")),
-        ]
+    summary_rows = _summary_rows(summary, config, facts) if summary else []
     captions = {
-        "curves": "Training curves: every loss term, the schedules of lambda and of both learning rates, the accuracy of Cs, Ct and the paired classifier on the whole target domain, and images/s.",
+        "curves": "Training curves: every loss term, the schedules of lambda and of both learning rates, accuracy (Cs, Ct and the paired classifier "
+                  "on the whole target domain where it has labels; Ct on the held-out source split), and images/s.",
+        "label_free": "Label-free scores at each evaluation: they need no target label, and are what 'symnets select' chooses by. "
+                      "A red x marks an evaluation that raised the collapse alarm.",
+        "scores_vs_accuracy": "Each label-free score against target accuracy (Ct), one point per evaluation, coloured by iteration, with the Spearman "
+                              "rank correlation. Target accuracy is an oracle: it needs the target labels, which are used for evaluation only.",
         "confusion": "The deployed classifier on the whole target domain: confusion matrix (rows: true class) and accuracy per class.",
-        "tsne": "t-SNE of G's features for a fixed sample of source and target images (paper Fig. 3): adaptation should mix the domains and separate the classes.",
+        "tsne": "t-SNE of G's features for a fixed sample of source and target images (paper Fig. 3): adaptation should mix the domains and "
+                "separate the classes. An unlabeled target is grey in the by-class panels.",
     }
     parts = []
     for name, caption in captions.items():
         if figures.get(name) is not None:
             src = html.escape(Path(figures[name]).relative_to(out).as_posix())
             parts.append(f'<figure><img src="{src}" alt="{name}"><figcaption>{html.escape(caption)}</figcaption></figure>')
+            if name == "scores_vs_accuracy":
+                parts.append(_correlation_table(facts.correlations))
         else:
             parts.append(f"<p class=note>{html.escape(name)}: not drawn, {html.escape(missing.get(name, 'no data'))}.</p>")
     if artifacts:
@@ -280,18 +309,28 @@ def _html(run, out, config, summary, figures, missing, artifacts) -> str:
         "body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}"
         "table{border-collapse:collapse;margin:0.5em 0 1.5em}th,td{border:1px solid #ccc;padding:4px 8px;text-align:left}"
         "th{background:#f3f3f3}img{max-width:100%}figure{margin:1.5em 0}figcaption{color:#555}.note{color:#a05a00}"
+        ".warn{background:#fdecea;border-left:6px solid #c62828;color:#7f1d1d;font-weight:600;padding:0.6em 1em}"
     )
+    warnings = "".join(f"<p class=warn>warning: {html.escape(w)}</p>" for w in facts.warnings)
     config_html = _table(sorted(config.items())) if config else "<p class=note>no config.json</p>"
     return (
         f"<!DOCTYPE html><html lang=en><head><meta charset=utf-8><title>SymNets run {html.escape(title)}</title><style>{style}</style></head><body>"
-        f"<h1>SymNets run: {html.escape(title)}</h1><p>{html.escape(str(run))}</p>"
+        f"<h1>SymNets run: {html.escape(title)}</h1><p>{html.escape(str(run))}</p>{warnings}"
         f"<h2>Summary</h2>{_table(summary_rows) if summary_rows else '<p class=note>no summary.json (the run did not finish)</p>'}"
         f"<h2>Figures</h2>{''.join(parts)}<h2>Artifacts</h2>{artifact_html}<h2>Configuration</h2>{config_html}</body></html>\n"
     )
 
 
 def write_evaluation_figure(evaluation: Evaluation, out: str | Path) -> Path:
-    """``symnets evaluate --report DIR``: the confusion-matrix figure of an artifact on labeled images."""
+    """``symnets evaluate --report DIR``: the confusion-matrix figure of an artifact on labeled images.
+
+    Args:
+        evaluation: the artifact's evaluation (class names and confusion counts).
+        out: the folder to write ``confusion.png`` into (created).
+
+    Returns:
+        The PNG's path.
+    """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     name = Path(evaluation.artifact).name if evaluation.artifact else "model"

@@ -16,7 +16,8 @@ pytest.importorskip("matplotlib")
 
 def test_demo_trains_both_exports_predicts_reports_and_beats_the_baseline(tmp_path):
     out = tmp_path / "demo"
-    result = CliRunner().invoke(app, ["demo", "--out", str(out), "--iterations", "20", "--device", "cpu"])
+    # The default length: at 20 or 40 iterations the source-only baseline is still ahead (measured 76.9 vs 73.1 and 95.0 vs 93.8 %).
+    result = CliRunner().invoke(app, ["demo", "--out", str(out), "--device", "cpu"])
     assert result.exit_code == 0, result.output
     (row,) = re.findall(r"\| target accuracy \(Ct, (\d+) images; labels used to evaluate only\) \| ([\d.]+) % \| ([\d.]+) % \|", result.stdout)
     images, source_only, symnets = int(row[0]), float(row[1]), float(row[2])

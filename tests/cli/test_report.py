@@ -42,7 +42,7 @@ def test_a_run_gets_curves_confusion_and_tsne_in_one_page(tiny_run: Path, tmp_pa
     result = runner.invoke(app, ["report", str(run)])
     assert result.exit_code == 0, result.output
     folder = run / "report"
-    figures = [folder / name for name in ("curves.png", "confusion.png", "tsne.png")]
+    figures = [folder / name for name in ("curves.png", "label_free.png", "scores_vs_accuracy.png", "confusion.png", "tsne.png")]
     _pngs_are_images(figures)
     page = folder / "report.html"
     refs = _references(page)
@@ -51,6 +51,7 @@ def test_a_run_gets_curves_confusion_and_tsne_in_one_page(tiny_run: Path, tmp_pa
     summary = json.loads((run / "summary.json").read_text())
     assert f"{100 * summary['target_acc_ct']:.2f} %" in text and "photos → sketches" in text
     assert "No exported artifacts" in text
+    assert "from class folders, used for evaluation only" in text and "oracle" in text  # target labels evaluate, never train
 
 
 def test_a_run_without_features_or_evaluation_says_what_is_missing(tiny_run: Path, tmp_path: Path) -> None:
@@ -61,7 +62,7 @@ def test_a_run_without_features_or_evaluation_says_what_is_missing(tiny_run: Pat
     result = runner.invoke(app, ["report", str(run), "--out", str(tmp_path / "out")])
     assert result.exit_code == 0, result.output
     assert "tsne: not drawn" in result.stdout and "confusion: not drawn" in result.stdout
-    assert [p.name for p in _references(tmp_path / "out" / "report.html")] == ["curves.png"]
+    assert [p.name for p in _references(tmp_path / "out" / "report.html")] == ["curves.png", "label_free.png", "scores_vs_accuracy.png"]
     assert "not drawn" in (tmp_path / "out" / "report.html").read_text(encoding="utf-8")
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import os
 import signal
 import subprocess
@@ -22,8 +23,8 @@ from symnets_deploy.train.distributed import World  # noqa: E402
 ITERATIONS = 30
 
 
-def _train(data_root: Path, out: Path, *extra: str, nproc: int = 1, **popen) -> subprocess.Popen:
-    args = ["train", "--source", "photos", "--target", "sketches", "--data-root", str(data_root), "--backbone", "tiny",
+def _train(data_root: Path, out: Path, *extra: str, nproc: int = 1, target: str = "sketches", **popen) -> subprocess.Popen:
+    args = ["train", "--source", "photos", "--target", target, "--data-root", str(data_root), "--backbone", "tiny",
             "--iterations", str(ITERATIONS), "--batch-size", "8", "--image-size", "32", "--device", "cpu", "--out", str(out),
             "--log-every", "1", "--no-report", "--no-cache", "--nproc", str(nproc), *extra]
     return subprocess.Popen([sys.executable, "-m", "symnets_deploy.cli", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen)
@@ -49,6 +50,19 @@ def _processes_of(run: Path) -> list[int]:
 
 def _steps(run: Path) -> list[dict]:
     return [r for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines()) if "lr_head" in r]
+
+
+def test_two_processes_on_an_unlabeled_target_score_and_keep_checkpoints(shapes_root, tmp_path) -> None:
+    data = tmp_path / "data"
+    shutil.copytree(shapes_root / "photos", data / "photos")
+    (data / "cam").mkdir()
+    for path in sorted((shapes_root / "sketches").rglob("*.*")):
+        shutil.copy2(path, data / "cam" / f"{path.parent.name}_{path.name}")
+    stdout = _finish(_train(data, tmp_path / "run", "--iterations", "6", "--keep-every", "3", nproc=2, target="cam"))
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["world_size"] == 2 and summary["target_labels"] == "none" and summary["target_acc_ct"] is None
+    assert summary["label_free"]["v_measure"] is not None and "target labels: none" in stdout
+    assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()) == ["iter_000003.pt", "iter_000006.pt"]
 
 
 def test_the_shares_of_all_ranks_are_the_single_process_batch() -> None:
@@ -77,7 +91,7 @@ def runs(shapes_root, tmp_path_factory):
 
 def test_two_processes_write_one_set_of_outputs(runs) -> None:
     double = runs["double"]
-    assert sorted(p.name for p in double.iterdir()) == ["config.json", "last.pt", "metrics.jsonl", "summary.json", "target_evaluation.json"]
+    assert sorted(p.name for p in double.iterdir()) == ["config.json", "last.pt", "metrics.jsonl", "source_split.json", "summary.json", "target_evaluation.json"]
     assert json.loads((double / "summary.json").read_text())["world_size"] == 2
     assert json.loads((double / "config.json").read_text())["world_size"] == 2
     assert [r["iteration"] for r in _steps(double)] == list(range(1, ITERATIONS + 1))  # each record once
