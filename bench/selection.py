@@ -7,7 +7,7 @@ labels), the selected candidate and its regret, the default run's last checkpoin
 run's last checkpoint, and the choice of each single score (source-val accuracy, V-measure,
 entropy, IM, and SND as a negative control). Target labels only ever enter the oracle columns.
 
-    python bench/selection.py                                   # MNIST->USPS and USPS->MNIST, about 10 min on 2 cores
+    python bench/selection.py                                   # MNIST->USPS and USPS->MNIST, about 6 min on 2 cores
     python bench/selection.py --iterations 40 --keep-every 20 --tasks mnist-usps   # smoke run
 """
 
@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from symnets_deploy.selection import select
+from symnets_deploy.selection import select, spearman
 from symnets_deploy.train.config import TrainConfig
 from symnets_deploy.train.trainer import train
 
@@ -61,15 +61,6 @@ def _pick(candidates, key: str, higher: bool):
     return max(usable, key=lambda c: c.scores[key] if higher else -c.scores[key]) if usable else None
 
 
-def _spearman(x, y) -> float:
-    rank = lambda v: np.argsort(np.argsort(v)).astype(float)  # noqa: E731 (ties are rare on real scores)
-    ok = [i for i in range(len(x)) if x[i] is not None and y[i] is not None and math.isfinite(x[i])]
-    if len(ok) < 3:
-        return float("nan")
-    a, b = rank([x[i] for i in ok]), rank([y[i] for i in ok])
-    return float(np.corrcoef(a, b)[0, 1])
-
-
 def evaluate_task(runs: list[Path]) -> dict:
     selection = select(runs)
     cands = selection.candidates
@@ -84,7 +75,8 @@ def evaluate_task(runs: list[Path]) -> dict:
     for name, key, higher in SINGLE:
         pick = _pick(cands, key, higher)
         row[name] = acc(pick) if pick else float("nan")
-        row[f"spearman {name}"] = _spearman([c.scores.get(key) for c in cands], [c.oracle_target_acc for c in cands]) * (1 if higher else -1)
+        rho = spearman([c.scores.get(key) for c in cands], [c.oracle_target_acc for c in cands])
+        row[f"spearman {name}"] = float("nan") if rho is None else rho * (1 if higher else -1)
     return row
 
 
@@ -92,8 +84,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-root", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--tasks", default="mnist-usps,usps-mnist")
-    parser.add_argument("--iterations", type=int, default=500)
-    parser.add_argument("--keep-every", type=int, default=100)
+    parser.add_argument("--iterations", type=int, default=2000)
+    parser.add_argument("--keep-every", type=int, default=200)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=None, help="Keep the runs here (default: a temporary folder).")
     parser.add_argument("--json", type=Path, default=None, help="Also write the rows as JSON.")

@@ -16,9 +16,9 @@ def report(
     run: Path = typer.Argument(..., help="Run folder written by 'symnets train'."),
     out: Optional[Path] = typer.Option(None, help="Where to write (default: RUN/report)."),
 ) -> None:
-    """Draw what adaptation did in a run: curves, confusion matrix, t-SNE, report.html.
+    """Draw what adaptation did in a run: curves, label-free scores, t-SNE, report.html.
 
-    The figures: training curves, the target confusion matrix and per-class accuracy, and a t-SNE of the features of both domains before and after adaptation; all in one report.html with the run's summary, configuration and checked artifacts.
+    The figures: training curves, the label-free scores over the iterations, a t-SNE of the features of both domains before and after adaptation and, where the target has class folders (used for evaluation only), the target confusion matrix with per-class accuracy and each label-free score against target accuracy; all in one report.html with the run's summary, warnings, configuration and checked artifacts.
 
     Needs the \\[report] extra (matplotlib, scikit-learn): pip install 'symnets-deploy\\[report]'. 'symnets train' writes this report at the end of every run when the extra is installed.
     """

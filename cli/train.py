@@ -138,7 +138,7 @@ def _report(run: Path) -> None:
         console.log(f"no report drawn: pip install 'symnets-deploy[report]', then: symnets report {run}")
         return
 
-    console.log("drawing the report (curves, confusion matrix, t-SNE)")
+    console.log("drawing the report (curves, label-free scores, t-SNE)")
     typer.echo(f"report: {write_run_report(run).html}")
 
 

@@ -106,7 +106,7 @@ def write_run_report(run: str | Path, out: Optional[str | Path] = None) -> Repor
     else:
         missing["confusion"] = f"no {EVALUATION} ({'missing from the run folder' if summary else 'the run did not finish'})"
     after, before = _features(run / AFTER), _features(run / BEFORE)
-    class_names = evaluation.class_names if evaluation is not None else _numbered_classes(summary, after)
+    class_names = evaluation.class_names if evaluation is not None else _class_names(summary, after)
     if after is not None:
         figures["tsne"] = plot_tsne(after, before, class_names, out / "tsne.png")
     else:
@@ -143,9 +143,11 @@ def _target_labeled(summary: Optional[dict[str, Any]], evals: list[dict[str, Any
     return False if evals else None  # evaluations without accuracy: the target had no labels
 
 
-def _numbered_classes(summary: Optional[dict[str, Any]], features: Optional[dict[str, np.ndarray]]) -> tuple[str, ...]:
-    """``class 0`` ... ``class K-1``: without target_evaluation.json the run folder holds no class names
-    (they are in last.pt's card, which needs torch to read), so the classes are numbered, not guessed."""
+def _class_names(summary: Optional[dict[str, Any]], features: Optional[dict[str, np.ndarray]]) -> tuple[str, ...]:
+    """The classes from ``summary.json``; for a run that did not finish, ``class 0`` ... ``class K-1``
+    (the names are then only in last.pt's card, which needs torch to read): numbered, not guessed."""
+    if summary and summary.get("class_names"):
+        return tuple(summary["class_names"])
     k = int((summary or {}).get("num_classes") or 0)
     if not k and features is not None:
         k = int(max(features["source_labels"].max(initial=-1), features["target_labels"].max(initial=-1))) + 1

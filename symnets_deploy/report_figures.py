@@ -16,6 +16,7 @@ import numpy as np
 from symnets_deploy._optional import require
 from symnets_deploy.atomic import atomic_write
 from symnets_deploy.evaluation import Evaluation
+from symnets_deploy.selection import spearman  # noqa: F401  (the report's correlations; tests import it from here)
 
 DPI = 110  # readable at 100 % zoom without being heavy
 #: The scalar label-free scores drawn, in order: (key in ``label_free``, label, scale for the axis).
@@ -71,29 +72,6 @@ def values(records: Sequence[dict[str, Any]], key: str, scale: float = 1.0) -> n
         v = r[key] if key in r else (r.get("label_free") or {}).get(key)
         out.append(float(v) * scale if isinstance(v, (int, float)) and math.isfinite(v) else np.nan)
     return np.array(out, dtype=np.float64)
-
-
-def _ranks(x: np.ndarray) -> np.ndarray:
-    _, inverse, counts = np.unique(x, return_inverse=True, return_counts=True)
-    return (np.cumsum(counts) - (counts - 1) / 2.0)[inverse]  # 1-based, tied values share their average rank
-
-
-def spearman(x: Sequence[float], y: Sequence[float]) -> Optional[float]:
-    """Spearman rank correlation: Pearson's r of the ranks, tied values given their average rank.
-
-    Args:
-        x, y: equally long sequences; a pair where either value is None or not finite is dropped.
-
-    Returns:
-        -1..1, or None when fewer than 3 pairs remain or either side is constant (undefined).
-    """
-    pairs = [(float(a), float(b)) for a, b in zip(x, y) if a is not None and b is not None and math.isfinite(a) and math.isfinite(b)]
-    if len(pairs) < 3:
-        return None
-    rx, ry = (_ranks(np.array(side)) for side in zip(*pairs))
-    rx, ry = rx - rx.mean(), ry - ry.mean()
-    norm = math.sqrt(float((rx * rx).sum() * (ry * ry).sum()))
-    return float((rx * ry).sum() / norm) if norm > 0 else None
 
 
 def _xlim(axes, records: Sequence[dict[str, Any]]) -> None:

@@ -22,6 +22,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
+import numpy as np
+
 from symnets_deploy import label_free
 from symnets_deploy.atomic import atomic_write
 from symnets_deploy.errors import UsageError
@@ -215,9 +217,38 @@ def select(runs: Sequence[str | Path]) -> Selection:
 
 def _ranks(values: Sequence[Optional[float]]) -> list[float]:
     """Rank 1 = highest; ties share their average rank; None/NaN tie after all numbers."""
-    nums = [v for v in values if label_free.is_finite(v)]
-    return [sum(u > v for u in nums) + (sum(u == v for u in nums) + 1) / 2.0 if label_free.is_finite(v)
-            else len(nums) + (len(values) - len(nums) + 1) / 2.0 for v in values]
+    finite = [label_free.is_finite(v) for v in values]
+    numbers = np.array([float(v) if ok else 0.0 for v, ok in zip(values, finite)])
+    ranks = np.empty(len(values))
+    if any(finite):
+        ranks[finite] = _average_ranks(-numbers[finite])
+    missing = len(values) - sum(finite)
+    ranks[[not ok for ok in finite]] = sum(finite) + (missing + 1) / 2.0
+    return ranks.tolist()
+
+
+def _average_ranks(x: np.ndarray) -> np.ndarray:
+    """1-based ranks of ``x`` ascending; tied values share their average rank."""
+    _, inverse, counts = np.unique(x, return_inverse=True, return_counts=True)
+    return (np.cumsum(counts) - (counts - 1) / 2.0)[inverse]
+
+
+def spearman(x: Sequence[Optional[float]], y: Sequence[Optional[float]]) -> Optional[float]:
+    """Spearman rank correlation: Pearson's r of the ranks, tied values given their average rank.
+
+    Args:
+        x, y: equally long sequences; a pair where either value is None or not finite is dropped.
+
+    Returns:
+        -1..1, or None when fewer than 3 pairs remain or either side is constant (undefined).
+    """
+    pairs = [(float(a), float(b)) for a, b in zip(x, y) if label_free.is_finite(a) and label_free.is_finite(b)]
+    if len(pairs) < 3:
+        return None
+    rx, ry = (_average_ranks(np.array(side)) for side in zip(*pairs))
+    rx, ry = rx - rx.mean(), ry - ry.mean()
+    norm = math.sqrt(float((rx * rx).sum() * (ry * ry).sum()))
+    return float((rx * ry).sum() / norm) if norm > 0 else None
 
 
 def selection_scores(candidates: Sequence[Mapping[str, Any]]) -> list[float]:

@@ -30,6 +30,7 @@ from symnets_deploy.train.run_folder import kept_path
 from symnets_deploy.train.schedules import annealed_lr, confusion_weight, progress
 from symnets_deploy.train.step import make_step, optimizer_state
 
+
 class Reporter:
     """Receives progress; the CLI shows it with rich, library callers may ignore it."""
 

@@ -70,6 +70,7 @@ class TrainResult:
     warnings: list[str] = field(default_factory=list)
     evaluation_seconds: float = 0.0  # of ``seconds``, spent in evaluations during the loop
     eval_every: int = 0  # iterations between evaluations (0: at the end only)
+    class_names: list[str] = field(default_factory=list)  # the K classes in index order (the source's class folders)
 
 
 @dataclass(frozen=True)
@@ -264,5 +265,5 @@ def _summary(run: RunState, result: Optional[EvalResult], warnings: list[str], *
         target_images=len(run.target.samples), device=str(run.device), out=str(run.out), step=step, world_size=run.world.size,
         target_labels=LABELED if run.target.labeled else UNLABELED, source_val_images=len(run.source.samples) - len(run.train_source.samples),
         label_free=result.scores if result is not None else {}, warnings=list(warnings), evaluation_seconds=round(loop_eval_seconds, 3),
-        eval_every=run.eval_every,
+        eval_every=run.eval_every, class_names=list(run.source.class_names),
     )

@@ -59,6 +59,8 @@ def test_select_ranks_every_kept_checkpoint_and_puts_a_collapsed_run_last(labele
     assert [c["rank"] for c in candidates] == list(range(1, 7))
     collapsed = [c for c in candidates if Path(c["run"]).name == "collapsed"]
     assert all(c["collapse"] for c in collapsed)  # the alarm fired on both of its checkpoints
+    warnings = json.loads((labeled_runs[2] / "summary.json").read_text())["warnings"]
+    assert any(w.startswith("target predictions collapsed") for w in warnings)  # and the run warned at its end
     assert [Path(c["run"]).name for c in candidates[-2:]] == ["collapsed", "collapsed"]  # ranked last
     assert selection["chosen"] == candidates[0] and Path(selection["chosen"]["run"]).name != "collapsed"
     for c in candidates:
