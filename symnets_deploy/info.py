@@ -17,6 +17,7 @@ from typing import Any
 from symnets_deploy._optional import is_available
 from symnets_deploy.card import ONNX_WEIGHTS_KEY, ModelCard
 from symnets_deploy.errors import SymnetsError, UsageError
+from symnets_deploy.run_files import LABELED
 
 
 def card_facts(card: ModelCard) -> dict[str, Any]:
@@ -51,7 +52,7 @@ def _target_labels(metrics: dict[str, Any]) -> str | None:
     labels = metrics.get("target_labels")
     if labels is None:
         return None
-    return "from class folders, used for evaluation only" if labels == "class folders" else "none (every number label-free)"
+    return "from class folders, used for evaluation only" if labels == LABELED else "none (every number label-free)"
 
 
 def _rounded(value: Any) -> Any:

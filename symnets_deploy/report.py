@@ -25,12 +25,11 @@ import numpy as np
 from symnets_deploy.atomic import atomic_write
 from symnets_deploy.errors import UsageError
 from symnets_deploy.evaluation import Evaluation
+from symnets_deploy.run_files import CONFIG, FEATURES_AFTER as AFTER, FEATURES_BEFORE as BEFORE, METRICS, SUMMARY, TARGET_EVALUATION as EVALUATION, UNLABELED
 from symnets_deploy.report_figures import (  # noqa: F401  (pyplot: `symnets evaluate` imports it from here)
     SCORES, plot_confusion, plot_curves, plot_label_free, plot_scores_vs_accuracy, plot_tsne, pyplot, spearman, values,
 )
 
-#: Inputs the run folder provides (written by ``symnets train``).
-METRICS, EVALUATION, BEFORE, AFTER = "metrics.jsonl", "target_evaluation.json", "features_before.npz", "features_after.npz"
 #: Why a figure that needs target labels is absent for an unlabeled target.
 NO_TARGET_LABELS = "the target has no labels (target labels: none)"
 
@@ -80,7 +79,7 @@ def write_run_report(run: str | Path, out: Optional[str | Path] = None) -> Repor
     out = Path(out) if out is not None else run / "report"
     out.mkdir(parents=True, exist_ok=True)
     records = _records(run / METRICS)
-    config, summary = _json(run / "config.json") or {}, _json(run / "summary.json")
+    config, summary = _json(run / CONFIG) or {}, _json(run / SUMMARY)
     scored = [r for r in records if "label_free" in r]
     labeled = _target_labeled(summary, [r for r in records if "acc_ct" in r or "label_free" in r])
     oracle = [r for r in scored if "acc_ct" in r]
@@ -137,7 +136,7 @@ def score_correlations(evals: Sequence[dict[str, Any]]) -> dict[str, tuple[Optio
 def _target_labeled(summary: Optional[dict[str, Any]], evals: list[dict[str, Any]]) -> Optional[bool]:
     """True/False where the run says whether the target had labels; None when it cannot tell yet."""
     if summary and "target_labels" in summary:
-        return summary["target_labels"] != "none"
+        return summary["target_labels"] != UNLABELED
     if any("acc_ct" in r for r in evals):
         return True
     return False if evals else None  # evaluations without accuracy: the target had no labels
@@ -241,7 +240,7 @@ def _summary_rows(summary: dict[str, Any], config: dict[str, Any], facts: _Facts
     if facts.labeled:
         labels = "from class folders, used for evaluation only"
     elif facts.labeled is False:
-        labels = "none" + (" (--target-labels ignore: class folders present, not used)" if config.get("target_labels") == "ignore" else "")
+        labels = UNLABELED + (" (--target-labels ignore: class folders present, not used)" if config.get("target_labels") == "ignore" else "")
     else:
         labels = "unknown"
     no_acc = "n/a (no target labels)" if facts.labeled is False else "n/a"

@@ -27,6 +27,7 @@ import numpy as np
 from symnets_deploy import label_free
 from symnets_deploy.atomic import atomic_write
 from symnets_deploy.errors import UsageError
+from symnets_deploy.run_files import CHECKPOINT, CONFIG, KEPT_DIR, LABELED, METRICS, SPLIT, SUMMARY, UNLABELED
 
 #: How ``selection_order`` ranks checkpoints, for README and selection.json.
 SELECTION_RULE = ("Checkpoints are ranked by the mean of their rank in source-val Ct accuracy and their rank in V-measure "
@@ -34,8 +35,6 @@ SELECTION_RULE = ("Checkpoints are ranked by the mean of their rank in source-va
                   "a source-val split); collapsed checkpoints go last; ties go to the higher source-val accuracy, then the "
                   "earlier checkpoint.")
 
-#: Run-folder names this module reads (written by ``symnets train``; ``train.run_folder`` names them too).
-CONFIG, METRICS, SPLIT, KEPT_DIR, LAST = "config.json", "metrics.jsonl", "source_split.json", "checkpoints", "last.pt"
 _KEPT = re.compile(r"^iter_(\d+)\.pt$")
 
 #: Table columns: (header, label-free key, format).
@@ -91,7 +90,7 @@ class Selection:
         """``selection.json``: the rule, the choice, every candidate with its scores, and notes."""
         return {
             "rule": SELECTION_RULE, "chosen": asdict(self.chosen), "candidates": [asdict(c) for c in self.candidates],
-            "target_labels": "class folders (oracle_target_acc: not used for the choice)" if self.has_target_labels else "none",
+            "target_labels": f"{LABELED} (oracle_target_acc: not used for the choice)" if self.has_target_labels else UNLABELED,
             "notes": list(self.notes),
         }
 
@@ -157,8 +156,8 @@ def find_candidates(run: str | Path) -> list[Candidate]:
     config = _read_json(run / CONFIG, "run configuration")
     evaluations = _evaluations(run)
     files = sorted((int(m.group(1)), p) for p in (run / KEPT_DIR).glob("iter_*.pt") if (m := _KEPT.match(p.name)))
-    if not files and (run / "summary.json").is_file() and (run / LAST).is_file():
-        files = [(int(config.get("iterations", 0)), run / LAST)]
+    if not files and (run / SUMMARY).is_file() and (run / CHECKPOINT).is_file():
+        files = [(int(config.get("iterations", 0)), run / CHECKPOINT)]
     candidates = [
         Candidate(str(run), config.get("method", "?"), iteration, str(path), evaluations[iteration]["label_free"],
                   list(evaluations[iteration].get("collapse", [])), evaluations[iteration].get("acc_ct"))

@@ -18,12 +18,10 @@ import torch
 from symnets_deploy import label_free
 from symnets_deploy.enums import Head
 from symnets_deploy.preprocess import PreprocessConfig
+from symnets_deploy.run_files import LABELED, UNLABELED
 from symnets_deploy.train import data as D
 from symnets_deploy.train.model import SymNet, deployed_logits
 from symnets_deploy.train.placement import DataPath
-
-#: ``summary.json``'s ``target_labels``: the target had class folders (used for evaluation only), or none.
-LABELED, UNLABELED = "class folders", "none"
 
 #: Without --eval-every, evaluations may cost this share of the training's compute (an image
 #: trained on costs about three forward passes, an image evaluated one) ...
@@ -38,11 +36,6 @@ def default_eval_every(iterations: int, images_per_iteration: int, eval_images: 
     affordable = int(EVAL_BUDGET * 3 * iterations * images_per_iteration / max(1, eval_images))
     evaluations = min(MAX_EVALUATIONS, affordable)
     return iterations // evaluations if evaluations >= 2 else 0
-
-
-def target_labels_line(labeled: bool) -> str:
-    """The line every run prints when it starts, saying whether target labels exist and what they are for."""
-    return "target labels: from class folders, used for evaluation only" if labeled else "target labels: none"
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,6 @@ from symnets_deploy.train.placement import DataPath
 
 #: Images per domain in the t-SNE: enough to see clusters, few enough for a CPU run.
 FEATURE_SAMPLE = 256
-BEFORE, AFTER = "features_before.npz", "features_after.npz"
 
 
 def sample_indices(count: int, limit: int = FEATURE_SAMPLE) -> np.ndarray:

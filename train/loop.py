@@ -18,6 +18,7 @@ import torch
 from symnets_deploy.card import ModelCard
 from symnets_deploy.enums import DataOn, Method
 from symnets_deploy.errors import Interrupted
+from symnets_deploy.run_files import CHECKPOINT
 from symnets_deploy.train import data as D
 from symnets_deploy.train.checkpoint import make_card, rng_state, save_checkpoint
 from symnets_deploy.train.config import TrainConfig
@@ -82,7 +83,7 @@ class RunState:
     def checkpoint(self, iteration: int, metrics: dict[str, Any]) -> None:
         """``last.pt`` (rank 0), then every rank waits: none runs ahead of a checkpoint it might resume from."""
         if self.world.is_main:
-            save_checkpoint(self.out / "last.pt", {
+            save_checkpoint(self.out / CHECKPOINT, {
                 "model": self.model.state_dict(), "optimizer": optimizer_state(self.optimizer), "iteration": iteration,
                 "world_size": self.world.size, "rng": rng_state(), "card": self.card(metrics).to_dict(),
                 "config": self.config.to_dict(), "run_id": self.run_id,

@@ -14,16 +14,9 @@ from typing import Any, Optional, Sequence
 
 from symnets_deploy.atomic import atomic_write
 from symnets_deploy.errors import UsageError
+from symnets_deploy.run_files import CHECKPOINT, CONFIG, FILES, KEPT_DIR, REPORT_DIR, SPLIT
 from symnets_deploy.train.config import DEFAULTS, LEGACY, SPEED_ONLY, same_setting
 
-#: Files a training run writes into its folder (``--overwrite`` removes them, and ``report/`` and ``checkpoints/``).
-RUN_FILES = (
-    "config.json", "last.pt", "metrics.jsonl", "summary.json", "target_evaluation.json", "features_before.npz", "features_after.npz", "source_split.json",
-)
-#: The held-out source images of a run, by path relative to the source folder.
-SPLIT_FILE = "source_split.json"
-#: Weights kept every ``--keep-every`` iterations: the candidates of ``symnets select``.
-KEPT_DIR = "checkpoints"
 #: Config fields that may differ between a checkpoint and the run continuing it.
 _MAY_CHANGE = {"out", "iterations", *SPEED_ONLY}
 
@@ -35,16 +28,16 @@ def claim_new_run(out: Path, *, overwrite: bool = False) -> str:
         UsageError: ``out`` holds a run (config.json or last.pt) and ``overwrite`` is off; the
             message names the three ways out.
     """
-    held = [name for name in ("config.json", "last.pt") if (out / name).exists()]
+    held = [name for name in (CONFIG, CHECKPOINT) if (out / name).exists()]
     if held and not overwrite:
         raise UsageError(
             f"{out}: holds another run ({', '.join(held)}); continue it with --resume {out}, "
             "replace it with --overwrite, or choose another --out"
         )
     if overwrite:
-        for name in RUN_FILES:
+        for name in FILES:
             (out / name).unlink(missing_ok=True)
-        shutil.rmtree(out / "report", ignore_errors=True)
+        shutil.rmtree(out / REPORT_DIR, ignore_errors=True)
         shutil.rmtree(out / KEPT_DIR, ignore_errors=True)
     return uuid.uuid4().hex[:12]
 
@@ -62,7 +55,7 @@ def check_resume(out: Path, ckpt: dict[str, Any], config: dict[str, Any], class_
         UsageError: the checkpoint was written by another run or config, or the class folders
             changed since (each difference named).
     """
-    saved_id = json.loads((out / "config.json").read_text(encoding="utf-8")).get("run_id")
+    saved_id = json.loads((out / CONFIG).read_text(encoding="utf-8")).get("run_id")
     if saved_id and ckpt.get("run_id") and saved_id != ckpt["run_id"]:
         raise UsageError(f"{out}: last.pt was written by run {ckpt['run_id']} but config.json is run {saved_id}'s; start a new run with another --out")
     saved_config = {**DEFAULTS, **LEGACY, **ckpt["config"]}  # a field added since the checkpoint was written: what its version did
@@ -138,13 +131,13 @@ def check_split(run: Path, source, held_out, *, record: bool = False) -> None:
         UsageError: the source folder changed since the run started, so the held-out images differ.
     """
     held = [path.relative_to(source.root).as_posix() for path, _ in held_out.samples]
-    path = Path(run) / SPLIT_FILE
+    path = Path(run) / SPLIT
     if record:
         write_json(path, {"source": str(source.root), "source_images": len(source.samples), "held_out": held})
         return
     if not path.is_file():  # a run made before the split existed held nothing out
         if held:
-            raise UsageError(f"{run}: no {SPLIT_FILE}; the run holds no source images out, but its config asks for some")
+            raise UsageError(f"{run}: no {SPLIT}; the run holds no source images out, but its config asks for some")
         return
     saved = json.loads(path.read_text(encoding="utf-8"))
     if saved.get("held_out") != held or saved.get("source_images") != len(source.samples):

@@ -21,15 +21,16 @@ from symnets_deploy.enums import DataOn, Device, Method, TargetLabels
 from symnets_deploy.errors import UsageError
 from symnets_deploy.evaluation import summarize
 from symnets_deploy.preprocess import PreprocessConfig
+from symnets_deploy.run_files import CHECKPOINT, CONFIG, FEATURES_AFTER, FEATURES_BEFORE, LABELED, METRICS, SUMMARY, TARGET_EVALUATION, UNLABELED, target_labels_line
 from symnets_deploy.train import data as D
 from symnets_deploy.train.cache import default_cache_dir, load_or_decode
 from symnets_deploy.train.checkpoint import build_model, load_checkpoint, make_card, restore_rng
 from symnets_deploy.train.config import TrainConfig
 from symnets_deploy.train.distributed import World, wrap
 from symnets_deploy.train.evaluate import (
-    LABELED, UNLABELED, EvalResult, card_metrics, default_eval_every, load_eval_data, run_warnings, target_labels_line,
+    EvalResult, card_metrics, default_eval_every, load_eval_data, run_warnings,
 )
-from symnets_deploy.train.features import AFTER, BEFORE, write_features
+from symnets_deploy.train.features import write_features
 from symnets_deploy.train.loop import Reporter, RunState, images_per_iteration, run_loop
 from symnets_deploy.train.model import SymNet
 from symnets_deploy.train.placement import data_location, select_data_path
@@ -38,8 +39,6 @@ from symnets_deploy.train.step import Objective, make_optimizer
 
 __all__ = ["Reporter", "TrainResult", "Trained", "make_card", "resolve_device", "train"]
 
-#: The deployed head's predictions on the whole target domain at the end of a run (``Evaluation`` JSON; labeled targets only).
-TARGET_EVALUATION = "target_evaluation.json"
 
 
 @dataclass(frozen=True)
@@ -126,7 +125,7 @@ def _open_run(config: TrainConfig, reporter: Reporter, resume: bool, overwrite: 
     optimizer = make_optimizer(model, config, fused=device.type == "cuda" and config.cuda_graph and not world.distributed)
     run = RunState(config, reporter, out, device, world, placement, source, train_source, source_val, target, model, objective, optimizer)
     if resume:
-        ckpt = load_checkpoint(out / "last.pt")
+        ckpt = load_checkpoint(out / CHECKPOINT)
         run.run_id = check_resume(out, ckpt, config.to_dict(), source.class_names)  # before weights that may not fit
         check_split(out, source, source_val)
         model.load_state_dict(ckpt["model"])
@@ -137,10 +136,10 @@ def _open_run(config: TrainConfig, reporter: Reporter, resume: bool, overwrite: 
         run.run_id = claim_new_run(out, overwrite=overwrite) if world.is_main else None
     run.run_id = world.broadcast(run.run_id)
     if world.is_main:
-        write_json(out / "config.json", {**config.to_dict(), "run_id": run.run_id, "world_size": world.size})
+        write_json(out / CONFIG, {**config.to_dict(), "run_id": run.run_id, "world_size": world.size})
         if not resume:
             check_split(out, source, source_val, record=True)
-    run.log = MetricsLog(out / "metrics.jsonl", run.start) if world.is_main else MetricsLog.discard()
+    run.log = MetricsLog(out / METRICS, run.start) if world.is_main else MetricsLog.discard()
     reporter.stage(target_labels_line(target.labeled) + (f" (--target-labels {config.target_labels})" if config.target_labels == TargetLabels.ignore else ""))
     reporter.stage(f"source: {len(train_source.samples)} images to train on, {len(source_val.samples)} held out (--source-val {config.source_val})")
     run.eval_every = config.eval_every if config.eval_every is not None else default_eval_every(
@@ -169,7 +168,7 @@ def _decode(run: RunState):
         run.eval_data = load_eval_data(run.source, run.source_val, run.target, PreprocessConfig.from_card(run.card()), config.threads)
         if config.report and run.start == 0:
             run.reporter.stage("features of both domains before adaptation (for the report's t-SNE)")
-            write_features(run.out / BEFORE, run.model, run.source, run.eval_data.target, run.eval_data.target_labels,
+            write_features(run.out / FEATURES_BEFORE, run.model, run.source, run.eval_data.target, run.eval_data.target_labels,
                            PreprocessConfig.from_card(run.card()), config.eval_batch_size, placement, config.threads)
     return src, tgt, location
 
@@ -181,7 +180,7 @@ def _finish(run: RunState) -> tuple[EvalResult, list[str]]:
     result = run.evaluate(config.iterations)
     if run.eval_data.labeled:
         evaluation = summarize(run.eval_data.target_labels.numpy(), result.predicted[config.eval_head], run.source.class_names)
-        replace(evaluation, artifact=f"{run.out / 'last.pt'} (head {config.eval_head})", data_dir=str(run.target.root)).save(run.out / TARGET_EVALUATION)
+        replace(evaluation, artifact=f"{run.out / CHECKPOINT} (head {config.eval_head})", data_dir=str(run.target.root)).save(run.out / TARGET_EVALUATION)
     warnings = run_warnings(result, run.log.evaluations)
     for warning in warnings:
         run.reporter.warn(warning)
@@ -234,14 +233,14 @@ def train(
         return TrainResult(**final)
     result, warnings = _finish(run)
     final = _summary(run, result, warnings, **summary)
-    write_json(run.out / "summary.json", asdict(final))
+    write_json(run.out / SUMMARY, asdict(final))
     metrics = card_metrics(result, config.iterations, warnings)
     run.checkpoint(config.iterations, metrics)
     run.world.broadcast(asdict(final))
     run.world.close()
     if config.report:
         run.reporter.stage("features of both domains after adaptation (for the report's t-SNE)")
-        write_features(run.out / AFTER, run.model, run.source, run.eval_data.target, run.eval_data.target_labels,
+        write_features(run.out / FEATURES_AFTER, run.model, run.source, run.eval_data.target, run.eval_data.target_labels,
                        PreprocessConfig.from_card(run.card()), config.eval_batch_size, run.placement, config.threads)
     run.seconds["evaluate"] = time.perf_counter() - t0 - run.seconds["train"]
     run.reporter.stop()
