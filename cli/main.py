@@ -134,6 +134,7 @@ def _register() -> None:
     from symnets_deploy.cli import info as _info  # noqa: F401
     from symnets_deploy.cli import report as _report  # noqa: F401
     from symnets_deploy.cli import select as _select  # noqa: F401
+    from symnets_deploy.cli import profile as _profile  # noqa: F401
 
 
 _register()

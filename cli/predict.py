@@ -13,7 +13,7 @@ from symnets_deploy.cli import options
 from symnets_deploy.cli.main import command, handle_errors
 from symnets_deploy.enums import Device, OutputFormat
 
-INPUT, OUTPUT, SCALE = "Input", "Output", "Scale out (\\[ray] extra)"
+INPUT, OUTPUT, MONITOR, SCALE = "Input", "Output", "Monitoring", "Scale out (\\[ray] extra)"
 
 
 @command()
@@ -29,12 +29,16 @@ def predict(
     provider: Optional[Provider] = options.PROVIDER,
     threads: int = options.THREADS,
     recursive: bool = typer.Option(True, "--recursive/--no-recursive", help="Scan sub-folders of folder inputs.", rich_help_panel=INPUT),
+    summary: Optional[Path] = typer.Option(None, "--summary", metavar="FILE", help="Write estimated accuracy and the drift verdict as JSON.", rich_help_panel=MONITOR),
+    fail_on_drift: bool = typer.Option(False, "--fail-on-drift", help="Exit 7 when the images drifted from the model's reference.", rich_help_panel=MONITOR),
     ray: Optional[str] = typer.Option(None, "--ray", metavar="ADDRESS", help="Run as a Ray Data job: local (a cluster on this machine) or a cluster address.", rich_help_panel=SCALE),
     ray_actors: int = typer.Option(2, "--ray-actors", min=1, metavar="N", help="With --ray: actors, each with its own model.", rich_help_panel=SCALE),
 ) -> None:
     """Predict a label for every image with an exported model, without PyTorch.
 
     One output row per file, in input order; files that cannot be read or decoded get an error row and the command exits 3. Output files are written atomically. Classes, input size and preprocessing come from the model card inside the artifact.
+
+    When the model carries a reference profile (every export does; 'symnets profile' adds one to an older file), the run is compared with the images the model was adapted to, without any label: an estimated accuracy beside the reference's, a drift verdict with its reasons, and per image the columns low_confidence and unusual (images unlike the reference, worth labeling).
     """
     from symnets_deploy.errors import PartialFailure, UsageError
     from symnets_deploy.inputs import collect_paths
@@ -49,16 +53,50 @@ def predict(
         _predict_on_ray(paths, engine, ray, ray_actors, output, fmt, batch_size=batch_size, top_k=top_k, device=device, provider=provider, threads=threads)
         return
     with Predictor.load(engine, device=device, batch_size=batch_size, provider=provider, threads=threads, top_k=top_k) as predictor:
+        if predictor.profile is None and (summary is not None or fail_on_drift):
+            raise UsageError(no_profile(engine))  # before any image is predicted
         start = time.perf_counter()
         stats = write_predictions(_progress(predictor.iter_predict_paths(paths), len(paths)), output, fmt)
         seconds = time.perf_counter() - start
+        monitored = predictor.monitoring_summary()
+    print_monitoring(monitored, engine)
     typer.echo(
         f"{stats.rows} images, {stats.failures} failed, {seconds:.1f} s, {stats.rows / max(seconds, 1e-9):.1f} images/s "
         f"({predictor.backend.name} {predictor.precision}, batch {predictor.batch_size}) -> {'stdout' if output == '-' else output}",
         err=True,
     )
+    save_monitoring(monitored, summary, fail_on_drift)
     if stats.failures:
         raise PartialFailure(f"{stats.failures} of {stats.rows} images could not be predicted (rows with status=error)")
+
+
+def no_profile(engine: Path) -> str:
+    return (f"{engine}: has no reference profile, so there is no accuracy estimate or drift check; "
+            f"add one with: symnets profile {engine} TARGET_IMAGES --output PROFILED.onnx")
+
+
+def print_monitoring(monitored: Optional[dict], engine: Path) -> None:
+    """The estimate and the verdict (two lines on stderr), or how to get them."""
+    from symnets_deploy.monitoring import describe_summary
+
+    for line in describe_summary(monitored) if monitored is not None else [f"note: {no_profile(engine)}"]:
+        typer.echo(line, err=True)
+
+
+def save_monitoring(monitored: Optional[dict], summary: Optional[Path], fail_on_drift: bool) -> None:
+    """``--summary`` JSON, and exit 7 with ``--fail-on-drift`` when the verdict is drift."""
+    import json
+
+    from symnets_deploy.atomic import atomic_write
+    from symnets_deploy.errors import DriftDetected
+
+    if monitored is None:
+        return
+    if summary is not None:
+        text = json.dumps(monitored, indent=2) + "\n"
+        atomic_write(summary, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    if fail_on_drift and monitored["drift"]:
+        raise DriftDetected(f"drift: {'; '.join(monitored['reasons'])}")
 
 
 def _predict_on_ray(paths, engine: Path, address: str, actors: int, output: str, fmt, **options) -> None:

@@ -20,14 +20,15 @@ import numpy as np
 from symnets_deploy import __version__
 from symnets_deploy.backends.ort import OrtBackend
 from symnets_deploy.backends.trt import TrtBackend
-from symnets_deploy.card import ModelCard
+from symnets_deploy.card import ONNX_PROFILE_KEY, ModelCard
 from symnets_deploy.enums import ExportFormat, Head, Precision
 from symnets_deploy.errors import EquivalenceError, UsageError
 from symnets_deploy.export import trt as T
 from symnets_deploy.export.calibration import CalibrationImages
 from symnets_deploy.export.compare import EquivalenceReport, compare
 from symnets_deploy.export.int8 import CALIBRATION_METHOD, DEFAULT_CALIBRATION_SIZE, calibration_subset
-from symnets_deploy.export.onnx import onnx_precision, onnx_weights, write_variant
+from symnets_deploy.export.onnx import onnx_precision, onnx_weights, read_onnx_metadata, write_variant
+from symnets_deploy.export.profiling import reference_profile, write_profile
 from symnets_deploy.export.sources import CheckpointSource, OnnxSource
 from symnets_deploy.export.tolerances import tolerance_for
 from symnets_deploy.gpu import CudaDevice, cuda_device, require_tensorrt
@@ -185,6 +186,10 @@ def produce_onnx(job: ExportJob) -> Produced:
         how = f" (calibrating {CALIBRATION_METHOD} ranges on {len(calibration)} images)" if calibration is not None else ""
         job.stage(f"writing the {job.precision.value} ONNX{how}")
         write_variant(graph, job.card.replace(head=job.head.value), tmp, precision=job.precision, calibration=calibration, weights=job.source.weights())
+        job.stage(f"profiling its outputs on {len(job.images.paths)} target images (the reference of predict-time monitoring)")
+        with OrtBackend(tmp, device="cpu") as written:
+            profile = reference_profile(written, job.images, job.card)
+        write_profile(tmp, profile)
         reference = job.source.reference(job.head, job.card)
         candidate = OrtBackend(tmp, device="cpu")
         job.stage(f"checking it against {reference.name} on {len(job.images.paths)} images")
@@ -237,6 +242,8 @@ def produce_trt(job: ExportJob) -> Produced:
             compute_capability=device.compute_capability, profile=profile.to_dict(), precision=job.precision.value,
             onnx_sha256=sha256_file(onnx_path), plan_sha256=sha256_file(tmp), package_version=__version__,
             created=datetime.now(timezone.utc).isoformat(timespec="seconds"), weights_sha256=onnx_weights(onnx_path),
+            # The engine computes its ONNX's function within the check's tolerance: it shares that file's profile.
+            reference_profile=json.loads(read_onnx_metadata(onnx_path)[ONNX_PROFILE_KEY]),
         )
         done = _check_and_place(
             job, tmp, ExportFormat.trt, OrtBackend(onnx_path), T.trt_runner(tmp), batches,

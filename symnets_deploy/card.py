@@ -23,6 +23,9 @@ ONNX_PRECISION_KEY = "symnets.precision"
 #: Key recording the sha256 of the checkpoint weights an ONNX file was exported from (``verify``
 #: decides "same model" by it; cards can differ in metrics for the same weights).
 ONNX_WEIGHTS_KEY = "symnets.weights_sha256"
+#: Key of the reference profile (``monitoring.Profile`` JSON) that predict-time monitoring compares
+#: against; computed from this file's own outputs, so each precision variant has its own.
+ONNX_PROFILE_KEY = "symnets.profile"
 
 RGB = tuple[float, float, float]
 

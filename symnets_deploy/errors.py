@@ -48,6 +48,12 @@ class EquivalenceError(SymnetsError):
     exit_code = 6
 
 
+class DriftDetected(SymnetsError):
+    """``--fail-on-drift``: the images predicted differ from the model's reference profile (see the summary)."""
+
+    exit_code = 7
+
+
 class Interrupted(SymnetsError):
     """Training stopped by SIGINT or SIGTERM after writing a checkpoint; exit 128 + signal (130, 143)."""
 

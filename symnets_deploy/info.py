@@ -12,11 +12,12 @@ import importlib
 import platform
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 from symnets_deploy._optional import is_available
 from symnets_deploy.card import ONNX_WEIGHTS_KEY, ModelCard
 from symnets_deploy.errors import SymnetsError, UsageError
+from symnets_deploy.monitoring import Profile
 from symnets_deploy.run_files import LABELED
 
 
@@ -59,6 +60,19 @@ def _rounded(value: Any) -> Any:
     return round(value, 4) if isinstance(value, float) else value
 
 
+def profile_facts(profile: Optional[Profile]) -> Any:
+    """What predict-time monitoring compares with, or how to add it."""
+    if profile is None:
+        return "none: no accuracy estimate or drift check at predict time (add one: symnets profile MODEL TARGET_DIR --output FILE)"
+    labeled = profile.labeled
+    return {
+        "images": profile.images, "source": profile.source, "estimator": profile.estimator,
+        "estimated_accuracy": round(100 * profile.estimated_accuracy, 2), "mean_confidence": round(profile.mean_confidence, 4),
+        "low_confidence_share": round(profile.low_confidence_share, 4), "temperature": round(profile.temperature, 4),
+        "calibrated_on": f"{labeled['images']} labeled held-out images of {labeled['source']}" if labeled else "none (no labeled held-out images)",
+    }
+
+
 def file_facts(path: Path) -> dict[str, Any]:
     """Name, size and sha256: what tells two copies of a model file apart."""
     from symnets_deploy.sidecar import sha256_file
@@ -86,6 +100,7 @@ def describe_file(path: str | Path) -> dict[str, Any]:
             meta = backend.session.get_modelmeta().custom_metadata_map
             facts.update(format="onnx", precision=backend.precision(), weights_sha256=meta.get(ONNX_WEIGHTS_KEY))
             facts.update(card_facts(backend.card()))
+            facts["reference_profile"] = profile_facts(backend.reference_profile())
         return facts
     if suffix == ".plan":
         from symnets_deploy.sidecar import read_sidecar
@@ -93,6 +108,7 @@ def describe_file(path: str | Path) -> dict[str, Any]:
         sidecar = read_sidecar(path)
         facts.update(format="tensorrt plan", precision=sidecar.precision, weights_sha256=sidecar.weights_sha256)
         facts.update(card_facts(sidecar.model_card()))
+        facts["reference_profile"] = profile_facts(Profile.from_dict(sidecar.reference_profile) if sidecar.reference_profile else None)
         facts["engine"] = {
             "tensorrt_version": sidecar.tensorrt_version, "built_on": f"{sidecar.gpu_name} (compute capability {sidecar.compute_capability})",
             "batch_profile": sidecar.profile, "plan_matches_sidecar": facts["sha256"] == sidecar.plan_sha256,

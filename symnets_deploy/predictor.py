@@ -16,11 +16,12 @@ artifact's card; nothing is guessed.
 from __future__ import annotations
 
 from collections import deque
+from contextlib import contextmanager
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, fields
 from enum import Enum
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Optional, Sequence
+from typing import Any, Callable, Iterable, Iterator, Optional, Sequence
 
 import numpy as np
 
@@ -29,6 +30,7 @@ from symnets_deploy.card import ModelCard
 from symnets_deploy.enums import Device
 from symnets_deploy.errors import ArtifactError, ImageError, UsageError
 from symnets_deploy.host import usable_cpus
+from symnets_deploy.monitoring import Profile, RunningStats, flag_images
 from symnets_deploy.preprocess import ImageInput, PreprocessConfig, preprocess_image, to_batch
 
 #: Default images per ``infer`` call: good CPU throughput, small memory (see bench/predict_throughput.py).
@@ -55,6 +57,10 @@ class Prediction:
         topk_probs: their probabilities, descending, summing to <= 1.
         status: ``"ok"`` or ``"error"`` (a ``Status`` value).
         error: one-line reason when ``status == "error"``, else ``""``.
+        low_confidence: the confidence is below the reference's usual range (``monitoring.flag_images``);
+            None when the artifact has no reference profile, or on error.
+        unusual: the logits' energy lies outside the reference's range: an image unlike those the
+            model was adapted to, worth pulling for labeling; None as for ``low_confidence``.
     """
 
     path: Optional[str]
@@ -65,6 +71,8 @@ class Prediction:
     topk_probs: tuple[float, ...] = ()
     status: str = Status.ok.value
     error: str = ""
+    low_confidence: Optional[bool] = None
+    unusual: Optional[bool] = None
 
     @property
     def ok(self) -> bool:
@@ -98,15 +106,19 @@ class Predictor:
         top_k: how many classes each ``Prediction`` lists (capped at K).
         workers: decoding/preprocessing threads (0: one per CPU, at most 4).
         prefetch: batches decoded ahead of the one being inferred (bounds memory).
+        window: monitor only the last this many images (None: every image since the last
+            ``reset_monitoring``); used only when the artifact carries a reference profile.
 
     Raises:
         UsageError: ``top_k``, ``batch_size``, ``workers`` or ``prefetch`` out of range.
         ArtifactError: no or invalid card, or a card whose input size contradicts the engine.
     """
 
-    def __init__(self, backend: Backend, *, batch_size: int = DEFAULT_BATCH_SIZE, top_k: int = 5, workers: int = 0, prefetch: int = 2) -> None:
-        if batch_size < 1 or top_k < 1 or workers < 0 or prefetch < 0:
-            raise UsageError(f"need batch_size >= 1, top_k >= 1, workers >= 0, prefetch >= 0; got {batch_size}, {top_k}, {workers}, {prefetch}")
+    def __init__(
+        self, backend: Backend, *, batch_size: int = DEFAULT_BATCH_SIZE, top_k: int = 5, workers: int = 0, prefetch: int = 2, window: Optional[int] = None,
+    ) -> None:
+        if batch_size < 1 or top_k < 1 or workers < 0 or prefetch < 0 or (window is not None and window < 1):
+            raise UsageError(f"need batch_size >= 1, top_k >= 1, workers >= 0, prefetch >= 0, window >= 1; got {batch_size}, {top_k}, {workers}, {prefetch}, {window}")
         self.backend = backend.activate()
         self.card: ModelCard = backend.card()
         self.preprocess = PreprocessConfig.from_card(self.card)
@@ -122,6 +134,9 @@ class Predictor:
         self.top_k = min(top_k, self.card.num_classes)
         self.workers = workers or min(4, usable_cpus())
         self.prefetch = prefetch
+        self.profile: Optional[Profile] = backend.reference_profile()
+        self.monitor: Optional[RunningStats] = RunningStats(self.profile, window=window) if self.profile is not None else None
+        self._observers: list[Callable[[np.ndarray], None]] = [self.monitor.update] if self.monitor is not None else []
 
     @classmethod
     def load(
@@ -134,6 +149,7 @@ class Predictor:
         threads: int = 0,
         top_k: int = 5,
         workers: int = 0,
+        window: Optional[int] = None,
     ) -> "Predictor":
         """Open an ``.onnx`` or ``.plan`` artifact and read its card.
 
@@ -145,6 +161,7 @@ class Predictor:
             threads: inference threads in total (0: one per CPU core).
             top_k: classes listed per prediction.
             workers: decoding threads (0: automatic).
+            window: monitor the last this many images only (None: all; see ``monitoring_summary``).
 
         Returns:
             A ready ``Predictor``; use it as a context manager or call ``close()``.
@@ -156,7 +173,7 @@ class Predictor:
         """
         backend = open_backend(path, device=device, provider=provider, threads=threads)
         try:
-            return cls(backend, batch_size=batch_size, top_k=top_k, workers=workers)
+            return cls(backend, batch_size=batch_size, top_k=top_k, workers=workers, window=window)
         except BaseException:
             backend.deactivate()
             raise
@@ -172,6 +189,39 @@ class Predictor:
         return self.card.class_names
 
     # -- public ------------------------------------------------------------------------------
+    def monitoring_summary(self) -> Optional[dict[str, Any]]:
+        """How the images predicted so far compare with the artifact's reference profile.
+
+        No label is used: ``estimated_accuracy`` is estimated from the model's own outputs.
+
+        Returns:
+            ``monitoring.RunningStats.summary()`` (``images``, ``estimated_accuracy``,
+            ``reference_estimated_accuracy``, ``drift``, ``reasons``, ``low_confidence_share``,
+            ``class_shares``, ...) over every image since the last ``reset_monitoring`` (or the
+            last ``window`` images); None when the artifact has no reference profile
+            (``symnets profile`` adds one).
+        """
+        return self.monitor.summary() if self.monitor is not None else None
+
+    @contextmanager
+    def observing(self, callback: Callable[[np.ndarray], None]) -> Iterator[None]:
+        """Within the block, call ``callback`` with the logits of every batch predicted, in input order.
+
+        Args:
+            callback: receives float32 [n, K] logits of the images of a batch that decoded
+                (failed images have none), from the thread that iterates the predictions.
+        """
+        self._observers.append(callback)
+        try:
+            yield
+        finally:
+            self._observers.remove(callback)
+
+    def reset_monitoring(self) -> None:
+        """Forget the images monitored so far (e.g. at the start of each day of a long-running app)."""
+        if self.monitor is not None:
+            self.monitor.reset()
+
     def predict_paths(self, paths: Iterable[str | Path]) -> list[Prediction]:
         """Predict image files; unreadable ones become ``status="error"`` results.
 
@@ -245,9 +295,9 @@ class Predictor:
                 # One batch more than there are runners is queued, so a runner never waits for
                 # this thread to collect the next batch.
                 while len(running) > calls:
-                    yield from running.popleft().result()
+                    yield from self._observed(*running.popleft().result())
             while running:
-                yield from running.popleft().result()
+                yield from self._observed(*running.popleft().result())
         finally:
             decoders.shutdown(wait=True, cancel_futures=True)
             runners.shutdown(wait=True, cancel_futures=True)
@@ -268,34 +318,46 @@ class Predictor:
         """The artifact's path for error messages (the backend's name when it has none)."""
         return str(getattr(backend, "path", backend.name))
 
-    def _run_chunk(self, loaded: list[tuple[Optional[str], np.ndarray | str]]) -> list[Prediction]:
+    def _run_chunk(self, loaded: list[tuple[Optional[str], np.ndarray | str]]) -> tuple[list[Prediction], Optional[np.ndarray]]:
+        """Predictions of one batch, in order, and the logits [n_ok, K] of those that decoded (for the monitor)."""
         results: list[Optional[Prediction]] = [None] * len(loaded)
         good = [i for i, (_, crop) in enumerate(loaded) if isinstance(crop, np.ndarray)]
         for i, (name, crop) in enumerate(loaded):
             if not isinstance(crop, np.ndarray):
                 results[i] = Prediction.failed(name, crop)
-        if good:
-            probs = self._infer([loaded[i][1] for i in good])
-            for row, i in enumerate(good):
-                results[i] = self._prediction(loaded[i][0], probs[row])
-        return results
+        if not good:
+            return results, None
+        logits, probs = self._infer([loaded[i][1] for i in good])
+        low, unusual = flag_images(logits, self.profile) if self.profile is not None else (None, None)
+        for row, i in enumerate(good):
+            flags = {} if low is None else {"low_confidence": bool(low[row]), "unusual": bool(unusual[row])}
+            results[i] = self._prediction(loaded[i][0], probs[row], **flags)
+        return results, logits
 
-    def _infer(self, crops: list[np.ndarray]) -> np.ndarray:
+    def _observed(self, predictions: list[Prediction], logits: Optional[np.ndarray]) -> list[Prediction]:
+        """Feed a batch's logits to the observers in input order (this thread only), then hand its predictions on."""
+        if logits is not None:
+            for callback in self._observers:
+                callback(logits)
+        return predictions
+
+    def _infer(self, crops: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         count = len(crops)
         batch = to_batch(crops)
         rows = self.limits.rows_for(count, self.batch_size)
         if rows > count:
             batch = np.concatenate([batch, np.zeros((rows - count, *batch.shape[1:]), dtype=batch.dtype)])
-        probs = self.backend.infer(batch)["probs"]
+        outputs = self.backend.infer(batch)
+        probs = outputs["probs"]
         if probs.ndim != 2 or probs.shape != (rows, self.card.num_classes):
             raise ArtifactError(f"{self._source(self.backend)}: probs of shape {probs.shape}, expected {(rows, self.card.num_classes)} for the card's {self.card.num_classes} classes")
-        return probs[:count]
+        return outputs["logits"][:count], probs[:count]
 
-    def _prediction(self, name: Optional[str], probs: np.ndarray) -> Prediction:
+    def _prediction(self, name: Optional[str], probs: np.ndarray, **flags: bool) -> Prediction:
         order = np.argsort(-probs, kind="stable")[: self.top_k]
         labels = tuple(self.card.class_names[i] for i in order)
         top = tuple(float(probs[i]) for i in order)
-        return Prediction(name, labels[0], int(order[0]), top[0], labels, top)
+        return Prediction(name, labels[0], int(order[0]), top[0], labels, top, **flags)
 
 
 def _load(name: Optional[str], image: ImageInput, cfg: PreprocessConfig) -> np.ndarray | str:

@@ -41,6 +41,8 @@ class EngineSidecar:
         created: ISO-8601 UTC timestamp.
         weights_sha256: sha256 of the checkpoint weights the engine was exported from (``verify``
             decides "same model" by it); ``None`` in sidecars written before it was recorded.
+        reference_profile: the ``monitoring.Profile`` of the engine's own outputs on the reference
+            images, as a plain dict; ``None`` when the engine has none.
     """
 
     card: dict
@@ -54,6 +56,7 @@ class EngineSidecar:
     package_version: str
     created: str
     weights_sha256: Optional[str] = None
+    reference_profile: Optional[dict] = None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON types."""
@@ -70,11 +73,11 @@ class EngineSidecar:
         if not isinstance(data, dict):
             raise ArtifactError(f"invalid engine sidecar: expected a JSON object, got {type(data).__name__}")
         names = [f.name for f in fields(cls)]
-        optional = {"weights_sha256"}
+        optional = {"weights_sha256", "reference_profile"}
         missing = [n for n in names if n not in data and n not in optional]
         if missing:
             raise ArtifactError(f"invalid engine sidecar: missing keys {', '.join(missing)}")
-        wrong = [n for n in names if n not in ("card", "profile") and n in data and not isinstance(data[n], str) and not (n in optional and data[n] is None)]
+        wrong = [n for n in names if n not in ("card", "profile", "reference_profile") and n in data and not isinstance(data[n], str) and not (n in optional and data[n] is None)]
         if wrong:
             raise ArtifactError(f"invalid engine sidecar: {', '.join(wrong)} must be strings")
         if not isinstance(data["card"], dict):
@@ -85,6 +88,8 @@ class EngineSidecar:
             raise ArtifactError(f"invalid engine sidecar: profile must hold integer min, opt and max, got {profile!r}")
         if not 1 <= profile["min"] <= profile["opt"] <= profile["max"]:
             raise ArtifactError(f"invalid engine sidecar: profile needs 1 <= min <= opt <= max, got {profile!r}")
+        if data.get("reference_profile") is not None and not isinstance(data["reference_profile"], dict):
+            raise ArtifactError("invalid engine sidecar: reference_profile must be a JSON object")
         return cls(**{n: data[n] for n in names if n in data})
 
     def model_card(self) -> ModelCard:

@@ -15,6 +15,7 @@ import numpy as np
 
 from symnets_deploy.card import ModelCard
 from symnets_deploy.errors import UsageError
+from symnets_deploy.monitoring import Profile
 
 #: Graph I/O names (DESIGN.md section 2).
 INPUT_NAME = "images"
@@ -92,6 +93,15 @@ class Backend:
         """The model card this backend's artifact carries (activates if needed)."""
         self.activate()
         return self._card_impl()
+
+    def reference_profile(self) -> Optional[Profile]:
+        """The artifact's reference profile (``monitoring.Profile``), or None when it carries none (activates if needed).
+
+        Raises:
+            ArtifactError: a profile is there but unreadable.
+        """
+        self.activate()
+        return self._reference_profile_impl()
 
     def precision(self) -> str:
         """The artifact's numeric precision, ``"fp32"``, ``"fp16"`` or ``"int8"`` (activates if needed).
@@ -177,6 +187,9 @@ class Backend:
 
     def _max_concurrency_impl(self) -> int:
         return 1
+
+    def _reference_profile_impl(self) -> Optional[Profile]:
+        return None
 
     def _precision_impl(self) -> str:
         return "fp32"

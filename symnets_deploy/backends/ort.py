@@ -11,11 +11,12 @@ import numpy as np
 
 from symnets_deploy._optional import require
 from symnets_deploy.backends.base import INPUT_NAME, OUTPUT_NAMES, Backend, BatchLimits, TensorSpec
-from symnets_deploy.card import ONNX_CARD_KEY, ONNX_PRECISION_KEY, ModelCard
+from symnets_deploy.card import ONNX_CARD_KEY, ONNX_PRECISION_KEY, ONNX_PROFILE_KEY, ModelCard
 from symnets_deploy.enums import Device, parse_choice
 from symnets_deploy.errors import ArtifactError, MissingDependencyError, UsageError
 from symnets_deploy.external_data import check_external_data
 from symnets_deploy.host import cache_root, usable_cpus
+from symnets_deploy.monitoring import Profile
 
 
 class Provider(str, Enum):
@@ -192,6 +193,15 @@ class OrtBackend(Backend):
             return ModelCard.from_json(meta[ONNX_CARD_KEY])
         except ArtifactError as exc:
             raise ArtifactError(f"{self.path}: {exc}") from None
+
+    def _reference_profile_impl(self) -> Optional[Profile]:
+        text = self.session.get_modelmeta().custom_metadata_map.get(ONNX_PROFILE_KEY)
+        if text is None:
+            return None
+        try:
+            return Profile.from_json(text)
+        except ValueError as exc:
+            raise ArtifactError(f"{self.path}: unreadable reference profile (metadata key {ONNX_PROFILE_KEY!r}): {exc}") from None
 
     def _output_classes_impl(self) -> Optional[int]:
         (probs,) = [o for o in self.session.get_outputs() if o.name == "probs"]

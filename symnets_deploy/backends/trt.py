@@ -19,6 +19,7 @@ from symnets_deploy.card import ModelCard
 from symnets_deploy.enums import Device
 from symnets_deploy.errors import ArtifactError, UsageError
 from symnets_deploy.gpu import cuda_call, cuda_device, cudart, require_tensorrt
+from symnets_deploy.monitoring import Profile
 from symnets_deploy.sidecar import check_plan
 
 _PURPOSE = "running a TensorRT plan"
@@ -125,6 +126,14 @@ class TrtBackend(Backend):
 
     def _precision_impl(self) -> str:
         return self.sidecar.precision
+
+    def _reference_profile_impl(self) -> Optional[Profile]:
+        if self.sidecar.reference_profile is None:
+            return None
+        try:
+            return Profile.from_dict(self.sidecar.reference_profile)
+        except ValueError as exc:
+            raise ArtifactError(f"{self.path}: unreadable reference profile in its sidecar: {exc}") from None
 
     def _output_classes_impl(self) -> Optional[int]:
         classes = int(self._engine.get_tensor_shape("probs")[-1])

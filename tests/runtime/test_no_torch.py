@@ -16,7 +16,7 @@ RUNTIME = Path(symnets_deploy.__file__).resolve().parent
 REQUIRED = [
     "symnets_deploy", "symnets_deploy.card", "symnets_deploy.preprocess", "symnets_deploy.enums",
     "symnets_deploy.errors", "symnets_deploy._optional", "symnets_deploy.backends.base", "symnets_deploy.backends.ort",
-    "symnets_deploy.evaluation", "symnets_deploy.label_free",
+    "symnets_deploy.evaluation", "symnets_deploy.label_free", "symnets_deploy.monitoring", "symnets_deploy.onnx_metadata",
 ]
 #: Never imported at module top by the runtime (STYLE.md section 6); torch never at all.
 HEAVY = {"torch", "torchvision", "onnx", "onnxruntime", "tensorrt", "typer"}

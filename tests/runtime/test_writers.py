@@ -23,7 +23,7 @@ ROWS = [
 
 
 def test_fields_are_the_documented_columns() -> None:
-    assert FIELDS == ("path", "label", "index", "confidence", "topk_labels", "topk_probs", "status", "error")
+    assert FIELDS == ("path", "label", "index", "confidence", "topk_labels", "topk_probs", "status", "error", "low_confidence", "unusual")
 
 
 @pytest.mark.parametrize(
