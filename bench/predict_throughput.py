@@ -133,10 +133,18 @@ def predict_command(onnx_path: Path, inputs: list[str], batch_size: int, threads
 
 
 def make_variants(fp32: Path, calibration: Path, work: Path) -> dict[str, Path]:
-    """fp32 plus its fp16 and int8 variants, made and checked by ``symnets export --from-onnx``."""
+    """fp32 plus its fp16 and int8 variants, made and checked by ``symnets export --from-onnx``, and
+    ``fp32 monitored``: the same fp32 weights with a reference profile, so ``symnets predict`` also
+    estimates accuracy and checks drift (issue 17: at most 3 % slower end to end)."""
+    from symnets_deploy.card import ONNX_PROFILE_KEY
     from symnets_deploy.export.api import ExportConfig, run_export
+    from symnets_deploy.onnx_metadata import read_metadata
+    from symnets_deploy.reference import profile_artifact
 
     variants = {"fp32": fp32}
+    if ONNX_PROFILE_KEY not in read_metadata(fp32.read_bytes()):  # the fixture predates profiles: monitor a copy
+        variants["fp32 monitored"] = work / "model.profiled.onnx"
+        profile_artifact(fp32, calibration, output=variants["fp32 monitored"])
     for precision in ("fp16", "int8"):
         done = run_export(ExportConfig(from_onnx=str(fp32), precision=precision, output=str(work / f"model.{precision}.onnx"), calibration_images=str(calibration)))
         print(f"{precision}: {done.artifact} passed its check in {done.seconds:.1f} s", file=sys.stderr)
