@@ -50,7 +50,8 @@ def predict(
         raise UsageError(f"{engine}: engine file not found")
     paths = collect_paths(inputs, recursive=recursive)
     if ray is not None:
-        _predict_on_ray(paths, engine, ray, ray_actors, output, fmt, batch_size=batch_size, top_k=top_k, device=device, provider=provider, threads=threads)
+        _predict_on_ray(paths, engine, ray, ray_actors, output, fmt, summary=summary, fail_on_drift=fail_on_drift,
+                        batch_size=batch_size, top_k=top_k, device=device, provider=provider, threads=threads)
         return
     with Predictor.load(engine, device=device, batch_size=batch_size, provider=provider, threads=threads, top_k=top_k) as predictor:
         if predictor.profile is None and (summary is not None or fail_on_drift):
@@ -99,11 +100,18 @@ def save_monitoring(monitored: Optional[dict], summary: Optional[Path], fail_on_
         raise DriftDetected(f"drift: {'; '.join(monitored['reasons'])}")
 
 
-def _predict_on_ray(paths, engine: Path, address: str, actors: int, output: str, fmt, **options) -> None:
-    """The same rows as without --ray, from a Ray Data job (one Predictor per actor)."""
-    from symnets_deploy.errors import PartialFailure
+def _predict_on_ray(paths, engine: Path, address: str, actors: int, output: str, fmt, *, summary, fail_on_drift, **options) -> None:
+    """The same rows and monitoring summary as without --ray, from a Ray Data job (one Predictor per actor)."""
+    from symnets_deploy.errors import PartialFailure, UsageError
+    from symnets_deploy.monitoring import RunningStats
     from symnets_deploy.ray_batch import predict_paths_ray
+    from symnets_deploy.reference import artifact_profile
     from symnets_deploy.writers import write_predictions
+
+    profile = artifact_profile(engine)
+    if profile is None and (summary is not None or fail_on_drift):
+        raise UsageError(no_profile(engine))
+    monitor = RunningStats(profile) if profile is not None else None
 
     device = options.pop("device")
     threads = options.pop("threads") or 1
@@ -111,11 +119,14 @@ def _predict_on_ray(paths, engine: Path, address: str, actors: int, output: str,
     start = time.perf_counter()
     predictions = predict_paths_ray(
         paths, engine, address=address, concurrency=actors, device=getattr(device, "value", device), threads=threads,
-        provider=getattr(provider, "value", provider), **options,
+        provider=getattr(provider, "value", provider), monitor=monitor.update if monitor is not None else None, **options,
     )
     stats = write_predictions(predictions, output, fmt)
     seconds = time.perf_counter() - start
+    monitored = monitor.summary() if monitor is not None else None
+    print_monitoring(monitored, engine)
     typer.echo(f"{stats.rows} images, {stats.failures} failed, {seconds:.1f} s on Ray ({actors} actors, {address}) -> {'stdout' if output == '-' else output}", err=True)
+    save_monitoring(monitored, summary, fail_on_drift)
     if stats.failures:
         raise PartialFailure(f"{stats.failures} of {stats.rows} images could not be predicted (rows with status=error)")
 

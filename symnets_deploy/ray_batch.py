@@ -16,14 +16,16 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
+
+import numpy as np
 
 from symnets_deploy._optional import require
 from symnets_deploy.predictor import FIELDS, Prediction
 
 #: Columns the job adds to a dataset: every field of ``Prediction`` except the path it already has.
 COLUMNS = tuple(name for name in FIELDS if name != "path")
-_ORDER, _RAW = "symnets_order", "symnets_path_bytes"
+_ORDER, _RAW, _LOGITS = "symnets_order", "symnets_path_bytes", "symnets_logits"
 
 
 class PredictBatches:
@@ -37,9 +39,15 @@ class PredictBatches:
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
         # File names travel as bytes when given so (not every name is valid UTF-8, Arrow strings must be).
         paths = [os.fsdecode(bytes(p)) for p in batch[_RAW]] if _RAW in batch else [str(p) for p in batch["path"]]
-        rows = [p.to_dict() for p in self.predictor.predict_paths(paths)]
+        batches: list[np.ndarray] = []
+        with self.predictor.observing(batches.append):
+            predictions = self.predictor.predict_paths(paths)
+        rows = [p.to_dict() for p in predictions]
         out = {key: list(values) for key, values in batch.items()}
         out.update({name: [row[name] for row in rows] for name in COLUMNS})
+        if _RAW in batch:  # our own job (not a user's dataset): each image's logits travel back for the monitor
+            logits = iter(np.concatenate(batches).tolist() if batches else [])
+            out[_LOGITS] = [next(logits) if p.ok else None for p in predictions]
         return out
 
 
@@ -68,13 +76,16 @@ def predict_dataset(
 
 
 def predict_paths_ray(
-    paths: Sequence[str | Path], engine: str | Path, *, address: str = "local", num_cpus: Optional[int] = None, **options: Any,
+    paths: Sequence[str | Path], engine: str | Path, *, address: str = "local", num_cpus: Optional[int] = None,
+    monitor: Optional[Callable[[np.ndarray], None]] = None, **options: Any,
 ) -> list[Prediction]:
     """``symnets predict --ray``: predict files as a Ray Data job; the results in the order of ``paths``.
 
     Args:
         address: ``"local"`` starts a Ray instance on this machine (``num_cpus`` CPUs, default all),
             anything else is passed to ``ray.init`` (``"auto"``, ``"ray://head:10001"``).
+        monitor: called with the logits [n,K] of the predicted images in the order of ``paths``
+            (e.g. ``monitoring.RunningStats.update``), so the summary equals ``symnets predict``'s.
         options: ``predict_dataset``'s keyword arguments.
 
     Raises:
@@ -97,12 +108,16 @@ def predict_paths_ray(
         if started:
             ray.shutdown()
     rows.sort(key=lambda row: row[_ORDER])
+    logits = [row[_LOGITS] for row in rows if row.get(_LOGITS) is not None]
+    if monitor is not None and logits:
+        monitor(np.asarray([np.asarray(v, dtype=np.float32) for v in logits]))
+    flag = lambda v: None if v is None else bool(v)  # noqa: E731
     return [
         Prediction(
             path=names[row[_ORDER]], label=row["label"], index=None if row["index"] is None else int(row["index"]),
             confidence=None if row["confidence"] is None else float(row["confidence"]),
             topk_labels=tuple(str(v) for v in row["topk_labels"]), topk_probs=tuple(float(v) for v in row["topk_probs"]),
-            status=str(row["status"]), error=str(row["error"]),
+            status=str(row["status"]), error=str(row["error"]), low_confidence=flag(row["low_confidence"]), unusual=flag(row["unusual"]),
         )
         for row in rows
     ]

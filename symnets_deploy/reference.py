@@ -21,8 +21,31 @@ from symnets_deploy.errors import UsageError
 from symnets_deploy.evaluation import scan_labeled_folder
 from symnets_deploy.inputs import scan_folder
 from symnets_deploy.monitoring import DEFAULT_ESTIMATOR, Profile, build_profile
-from symnets_deploy.onnx_metadata import set_metadata_file
+from symnets_deploy.onnx_metadata import read_metadata, set_metadata_file
 from symnets_deploy.predictor import Predictor
+
+
+def artifact_profile(path: str | Path) -> Optional[Profile]:
+    """The reference profile an ``.onnx`` (metadata) or ``.plan`` (sidecar) carries, read without running it.
+
+    Raises:
+        ArtifactError: the file or its profile is unreadable.
+    """
+    from symnets_deploy.errors import ArtifactError
+
+    path = Path(path)
+    try:
+        if path.suffix.lower() == ".plan":
+            from symnets_deploy.sidecar import read_sidecar
+
+            data = read_sidecar(path).reference_profile
+            return Profile.from_dict(data) if data is not None else None
+        text = read_metadata(path.read_bytes()).get(ONNX_PROFILE_KEY)
+        return Profile.from_json(text) if text is not None else None
+    except ValueError as exc:
+        raise ArtifactError(f"{path}: unreadable reference profile ({exc})") from None
+    except OSError as exc:
+        raise ArtifactError(f"{path}: cannot read ({exc.strerror})") from None
 
 
 def predict_logits(predictor: Predictor, paths: list[Path]) -> tuple[np.ndarray, list[int], list[str]]:

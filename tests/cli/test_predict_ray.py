@@ -40,6 +40,26 @@ def test_predict_on_a_local_ray_cluster_gives_the_same_rows(tiny_onnx: Path, fol
     assert "on Ray (2 actors, local)" in second.stderr and not ray.is_initialized()  # the local cluster was shut down
 
 
+def test_ray_and_plain_predict_give_the_same_monitoring_summary(tiny_onnx: Path, folder: Path, shapes_root: Path, tmp_path: Path) -> None:
+    import json
+
+    from symnets_deploy.reference import profile_artifact
+
+    profiled = tmp_path / "tiny.profiled.onnx"
+    profile_artifact(tiny_onnx, shapes_root / "sketches", output=profiled)
+    runs = {}
+    for name, extra in (("plain", []), ("ray", ["--ray", "local", "--ray-actors", "2"])):
+        result = runner.invoke(app, ["predict", str(folder), "--engine", str(profiled), "--output", str(tmp_path / f"{name}.csv"),
+                                     "--summary", str(tmp_path / f"{name}.json"), *extra])
+        assert result.exit_code == 3, result.output  # the bad files
+        runs[name] = json.loads((tmp_path / f"{name}.json").read_text())
+    assert (tmp_path / "ray.csv").read_bytes() == (tmp_path / "plain.csv").read_bytes()  # flags included
+    plain, on_ray = runs["plain"], runs["ray"]
+    assert plain.keys() == on_ray.keys() and plain["images"] == len(GOOD) + 1
+    for key, value in plain.items():  # sums over other batches: equal up to rounding
+        assert on_ray[key] == (pytest.approx(value) if isinstance(value, (float, list)) else value), key
+
+
 def test_a_users_ray_dataset_gets_the_prediction_columns(tiny_onnx: Path, folder: Path) -> None:
     from symnets_deploy.ray_batch import COLUMNS, predict_dataset
 
