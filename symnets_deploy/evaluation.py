@@ -25,7 +25,7 @@ from symnets_deploy.inputs import scan_folder
 from symnets_deploy.preprocess import IMAGE_EXTENSIONS
 
 #: Keys of ``Evaluation.to_dict()``, in order.
-JSON_KEYS = ("accuracy", "top_k", "top_k_accuracy", "images", "correct", "per_class", "class_names", "confusion", "failed", "artifact", "data_dir")
+JSON_KEYS = ("accuracy", "top_k", "top_k_accuracy", "images", "correct", "per_class", "class_names", "confusion", "failed", "artifact", "data_dir", "monitoring")
 
 #: The folder layout ``scan_labeled_folder`` expects, for error messages.
 LAYOUT = "expected DATA_DIR/<class>/<image>, one sub-folder per class named as in the model card"
@@ -81,6 +81,9 @@ class Evaluation:
         top_k_correct: images whose true class is among the k most probable.
         artifact: the evaluated artifact, when known.
         data_dir: the labeled folder, when known.
+        monitoring: what predict-time monitoring said of the same images without their labels
+            (``Predictor.monitoring_summary()``), when the artifact carries a reference profile:
+            the estimate beside the true accuracy shows how far the estimate can be trusted.
     """
 
     class_names: tuple[str, ...]
@@ -90,6 +93,7 @@ class Evaluation:
     top_k_correct: int = 0
     artifact: Optional[str] = None
     data_dir: Optional[str] = None
+    monitoring: Optional[dict[str, Any]] = None
 
     @property
     def matrix(self) -> np.ndarray:
@@ -156,6 +160,10 @@ class Evaluation:
         """
         top = f"; top-{self.top_k} {_percent(self.top_k_accuracy)}" if self.top_k > 1 else ""
         lines = [f"accuracy {_percent(self.accuracy)} ({self.correct}/{self.images} images{top}), {len(self.failed)} failed"]
+        if self.monitoring is not None:
+            m = self.monitoring
+            lines.append(f"estimated without labels {_percent(m['estimated_accuracy'])} (reference {_percent(m['reference_estimated_accuracy'])}); "
+                         + ("drift: " + "; ".join(m["reasons"]) if m["drift"] else "no drift"))
         label_w = max(len(name) for name in self.class_names)
         for name, row in self.per_class.items():
             lines.append(f"  {name:<{label_w}}  {_percent(row['accuracy']):>7}  ({row['correct']}/{row['images']})")
@@ -241,7 +249,8 @@ def evaluate_artifact(
             predicted.append(p.index)
             hits.append(predictor.class_names[label] in p.topk_labels)
         result = summarize(labels, predicted, predictor.class_names, failed=failed, topk_hits=hits, top_k=predictor.top_k)
-    return replace(result, artifact=str(artifact), data_dir=str(folder))
+        monitoring = predictor.monitoring_summary()
+    return replace(result, artifact=str(artifact), data_dir=str(folder), monitoring=monitoring)
 
 
 def _indices(values: Sequence[int] | np.ndarray, what: str, k: int) -> np.ndarray:

@@ -89,3 +89,12 @@ def _accuracy(csv_path: Path) -> float:
 
     rows = list(csv.DictReader(csv_path.open()))
     return float(np.mean([Path(r["path"]).parent.name == r["label"] for r in rows]))
+
+
+def test_evaluate_shows_the_label_free_estimate_beside_the_true_accuracy(profiled, office_root, tmp_path):
+    result = runner.invoke(app, ["evaluate", str(profiled), str(office_root / "dslr"), "--json", str(tmp_path / "e.json")], env=ENV)
+    assert result.exit_code == 0, result.output
+    data = json.loads((tmp_path / "e.json").read_text())
+    assert data["monitoring"]["drift"] is False and data["monitoring"]["images"] == data["images"] == 157
+    assert abs(data["monitoring"]["estimated_accuracy"] - data["accuracy"]) <= 0.03
+    assert "estimated without labels" in result.stdout
