@@ -220,3 +220,26 @@ def test_a_failed_execution_is_a_runtime_error(tmp_path: Path, monkeypatch) -> N
     with TrtBackend(standin_plan(tmp_path, fail_execute=True)) as backend:
         with pytest.raises(RuntimeError, match="execute_async_v3 failed"):
             backend.infer(random_images(2))
+
+
+def test_a_plan_carries_its_reference_profile_in_the_sidecar(tmp_path: Path, monkeypatch) -> None:
+    from symnets_deploy import Predictor
+    from symnets_deploy.info import describe_file
+    from symnets_deploy.monitoring import build_profile
+    from symnets_deploy.reference import artifact_profile
+
+    trt_standin.install(monkeypatch)
+    reference = random_images(60, seed=5)
+    profile = build_profile(trt_standin.expected_outputs(reference, WEIGHT, BIAS)[0], source="stand-in target")
+    plan = standin_plan(tmp_path, reference_profile=profile.to_dict())
+    assert artifact_profile(plan) == profile  # read from the sidecar, without TensorRT
+    assert describe_file(plan)["reference_profile"]["images"] == 60
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for i in range(35):
+        Image.fromarray(np.random.default_rng(i).integers(0, 256, (40, 48, 3), dtype=np.uint8)).save(folder / f"{i}.png")
+    with Predictor.load(plan, batch_size=8) as predictor:
+        assert predictor.profile == profile
+        results = predictor.predict_paths(sorted(folder.iterdir()))
+        summary = predictor.monitoring_summary()
+    assert summary["images"] == 35 and all(r.low_confidence is not None for r in results)

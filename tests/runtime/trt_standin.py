@@ -236,7 +236,7 @@ def expected_outputs(images: np.ndarray, weight: np.ndarray, bias: np.ndarray) -
 def make_plan(
     folder: Path, card: ModelCard, weight: np.ndarray, bias: np.ndarray, *, profile=(1, 8), version: str = "10.3.0",
     capability: str = "9.0", names=("images", "logits", "probs"), out_dtype: str = "float32", fail_execute: bool = False,
-    name: str = "model.plan", weights_sha256: Optional[str] = None,
+    name: str = "model.plan", weights_sha256: Optional[str] = None, reference_profile: Optional[dict] = None,
 ) -> Path:
     """A stand-in plan holding ``weight`` [K,3] and ``bias`` [K], with a valid sidecar."""
     buffer = io.BytesIO()
@@ -251,6 +251,6 @@ def make_plan(
         card=card.to_dict(), tensorrt_version=version, gpu_name="Stand-in GPU", compute_capability=capability,
         profile={"min": low, "opt": high, "max": high}, precision="fp32", onnx_sha256="0" * 64,
         plan_sha256=sha256_file(plan), package_version="0.1.0", created="2026-11-28T00:00:00+00:00",
-        weights_sha256=weights_sha256,
+        weights_sha256=weights_sha256, reference_profile=reference_profile,
     ))
     return plan
