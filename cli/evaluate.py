@@ -30,7 +30,13 @@ def evaluate(
     from symnets_deploy.errors import PartialFailure
     from symnets_deploy.evaluation import evaluate_artifact
 
+    from symnets_deploy.inputs import scan_folder
+    from symnets_deploy.outputs import artifact_files, refuse_overwriting
+
+    reads = [*artifact_files(artifact), *(scan_folder(data_dir) if data_dir.is_dir() else [])]
+    refuse_overwriting(json_out, reads, "--json")
     if report is not None:
+        refuse_overwriting(report / "confusion.png", reads, "--report")
         from symnets_deploy.report import pyplot
 
         pyplot()  # the [report] extra, checked before the images are predicted

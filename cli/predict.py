@@ -42,6 +42,7 @@ def predict(
     """
     from symnets_deploy.errors import PartialFailure, UsageError
     from symnets_deploy.inputs import collect_paths
+    from symnets_deploy.outputs import artifact_files, refuse_overwriting
     from symnets_deploy.predictor import Predictor
     from symnets_deploy.writers import resolve_format, write_predictions
 
@@ -49,6 +50,11 @@ def predict(
     if not engine.is_file():  # before scanning what may be a large folder
         raise UsageError(f"{engine}: engine file not found")
     paths = collect_paths(inputs, recursive=recursive)
+    reads = [*artifact_files(engine), *paths]
+    refuse_overwriting(output, reads, "--output")
+    refuse_overwriting(summary, [*reads, *([output] if output != "-" else [])], "--summary")
+    if summary is not None and output != "-" and Path(summary).resolve() == Path(output).resolve():
+        raise UsageError(f"{summary}: --summary and --output name the same file")
     if ray is not None:
         _predict_on_ray(paths, engine, ray, ray_actors, output, fmt, summary=summary, fail_on_drift=fail_on_drift,
                         batch_size=batch_size, top_k=top_k, device=device, provider=provider, threads=threads)

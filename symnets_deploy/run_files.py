@@ -16,8 +16,20 @@ FEATURES_BEFORE, FEATURES_AFTER = "features_before.npz", "features_after.npz"  #
 KEPT_DIR = "checkpoints"  # weights kept every --keep-every iterations: the candidates of ``symnets select``
 REPORT_DIR = "report"
 
-#: Every file a run writes at its top level (``--overwrite`` removes them, and ``KEPT_DIR`` and ``REPORT_DIR``).
-FILES = (CONFIG, CHECKPOINT, METRICS, SUMMARY, SPLIT, TARGET_EVALUATION, FEATURES_BEFORE, FEATURES_AFTER)
+#: The figures and page ``symnets report`` writes into ``REPORT_DIR``.
+REPORT_FILES = ("report.html", "curves.png", "label_free.png", "scores_vs_accuracy.png", "confusion.png", "tsne.png")
+
+#: Artifacts ``train --export`` writes into the run folder (``symnets export``'s default names), each with
+#: its ``.verify.json`` (or ``.rejected.verify.json``) and, for a plan, its ``.plan.json`` sidecar.
+ARTIFACTS = tuple(f"model{infix}{suffix}" for infix in ("", ".fp16", ".int8") for suffix in (".onnx", ".plan"))
+ARTIFACT_COMPANIONS = (".verify.json", ".rejected.verify.json", ".json")
+
+#: Every file a run writes at its top level (``--overwrite`` removes exactly these, and what ``KEPT_DIR`` and
+#: ``REPORT_DIR`` hold of ours: a replaced run leaves nothing of its own behind and deletes nothing else).
+FILES = (
+    CONFIG, CHECKPOINT, METRICS, SUMMARY, SPLIT, TARGET_EVALUATION, FEATURES_BEFORE, FEATURES_AFTER,
+    *ARTIFACTS, *(name + companion for name in ARTIFACTS for companion in ARTIFACT_COMPANIONS if not (companion == ".json" and name.endswith(".onnx"))),
+)
 
 #: ``summary.json``'s and the card's ``target_labels``: the target had class folders (used for evaluation only), or none.
 LABELED, UNLABELED = "class folders", "none"

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
+import re
 import uuid
 from datetime import datetime
 from pathlib import Path
@@ -14,7 +14,7 @@ from typing import Any, Optional, Sequence
 
 from symnets_deploy.atomic import atomic_write
 from symnets_deploy.errors import UsageError
-from symnets_deploy.run_files import CHECKPOINT, CONFIG, FILES, KEPT_DIR, REPORT_DIR, SPLIT
+from symnets_deploy.run_files import CHECKPOINT, CONFIG, FILES, KEPT_DIR, REPORT_DIR, REPORT_FILES, SPLIT
 from symnets_deploy.train.config import DEFAULTS, LEGACY, SPEED_ONLY, same_setting
 
 #: Config fields that may differ between a checkpoint and the run continuing it.
@@ -24,22 +24,55 @@ _MAY_CHANGE = {"out", "iterations", *SPEED_ONLY}
 def claim_new_run(out: Path, *, overwrite: bool = False) -> str:
     """A fresh run id for ``out``, after making sure the folder holds no other run.
 
+    A run is recognised by our own record only: a ``config.json`` with a ``run_id`` (or a ``last.pt``).
+    ``overwrite`` then removes exactly the files a run writes, by name, and the sub-folders we made
+    when nothing else is left in them; a user's own files stay.
+
     Raises:
-        UsageError: ``out`` holds a run (config.json or last.pt) and ``overwrite`` is off; the
-            message names the three ways out.
+        UsageError: ``out`` holds a run and ``overwrite`` is off (the message names the three ways
+            out), or a ``config.json`` that is not a run's (never replaced).
     """
     held = [name for name in (CONFIG, CHECKPOINT) if (out / name).exists()]
-    if held and not overwrite:
+    if not held:
+        return uuid.uuid4().hex[:12]
+    if (out / CONFIG).exists() and not is_run_config(out / CONFIG):
+        raise UsageError(f"{out}: holds a config.json that is not a symnets run's; choose another --out (nothing was changed)")
+    if not overwrite:
         raise UsageError(
             f"{out}: holds another run ({', '.join(held)}); continue it with --resume {out}, "
             "replace it with --overwrite, or choose another --out"
         )
-    if overwrite:
-        for name in FILES:
-            (out / name).unlink(missing_ok=True)
-        shutil.rmtree(out / REPORT_DIR, ignore_errors=True)
-        shutil.rmtree(out / KEPT_DIR, ignore_errors=True)
+    for name in FILES:
+        (out / name).unlink(missing_ok=True)
+    _remove_ours(out / REPORT_DIR, lambda p: p.name in REPORT_FILES)
+    _remove_ours(out / KEPT_DIR, lambda p: KEPT_NAME.match(p.name) is not None)
     return uuid.uuid4().hex[:12]
+
+
+#: Names of kept checkpoints (``kept_path``).
+KEPT_NAME = re.compile(r"^iter_\d{6,}\.pt$")
+
+
+def is_run_config(path: Path) -> bool:
+    """Whether ``path`` is a ``config.json`` written by ``symnets train`` (a JSON object with a run id)."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return False
+    return isinstance(data, dict) and isinstance(data.get("run_id"), str) and "source" in data
+
+
+def _remove_ours(folder: Path, ours) -> None:
+    """Delete the files of ``folder`` that ``ours`` recognises, then the folder if that left it empty."""
+    if not folder.is_dir() or folder.is_symlink():
+        return
+    for path in folder.iterdir():
+        if path.is_file() and not path.is_symlink() and ours(path):
+            path.unlink()
+    try:
+        folder.rmdir()
+    except OSError:
+        pass  # something of the user's is still in it
 
 
 def check_resume(out: Path, ckpt: dict[str, Any], config: dict[str, Any], class_names: Sequence[str]) -> str:
