@@ -14,6 +14,7 @@ from typing import Any, Callable, Optional
 from symnets_deploy.atomic import exclusive
 from symnets_deploy.enums import ExportFormat, Head, Precision, parse_choice
 from symnets_deploy.errors import ArtifactError, UsageError
+from symnets_deploy.outputs import artifact_files, refuse_overwriting
 from symnets_deploy.export import formats as F
 from symnets_deploy.export.calibration import DEFAULT_MAX_IMAGES, collect_images
 from symnets_deploy.export.compare import compare
@@ -134,8 +135,8 @@ def run_export(config: ExportConfig, *, stage: Callable[[str], None] = lambda _t
     out = Path(config.output) if config.output else config.default_output()
     if out.suffix.lower() != spec.suffix:
         raise UsageError(f"{out}: a {config.format} artifact needs the suffix {spec.suffix}")
-    if config.from_onnx is not None and out.resolve() == Path(config.from_onnx).resolve():
-        raise UsageError(f"{out}: the output would replace the model it is converted from")
+    source_files = artifact_files(config.from_onnx) if config.from_onnx is not None else [Path(config.checkpoint)]
+    refuse_overwriting(out, [*source_files, *([config.calibration_images] if config.calibration_images else [])], "--output")
     env = spec.preflight(config)
     stage(f"reading {config.from_onnx or config.checkpoint}")
     source, card = _open_source(config)

@@ -77,3 +77,10 @@ def test_a_folder_with_a_foreign_config_json_is_never_treated_as_a_run(shapes_ro
     assert result.exit_code == 2 and "not a symnets run" in result.output
     assert (folder / "report" / "thesis.tex").read_text() == "my thesis"
     assert json.loads((folder / "config.json").read_text()) == {"editor": "vim"}
+
+
+def test_export_never_writes_over_the_model_it_converts(model):
+    before = model.read_bytes()
+    result = runner.invoke(app, ["export", "--from-onnx", str(model), "--precision", "int8", "--output", str(model)])
+    assert result.exit_code == 2 and "would overwrite" in result.output
+    assert model.read_bytes() == before
