@@ -54,6 +54,12 @@ class DriftDetected(SymnetsError):
     exit_code = 7
 
 
+class TrainingDiverged(SymnetsError):
+    """A training loss became NaN or infinite: the run stops, and no checkpoint with such weights is written."""
+
+    exit_code = 8
+
+
 class Interrupted(SymnetsError):
     """Training stopped by SIGINT or SIGTERM after writing a checkpoint; exit 128 + signal (130, 143)."""
 

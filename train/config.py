@@ -7,6 +7,7 @@ the CLI module is imported for every command, ``symnets predict`` on a torch-les
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import MISSING, asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Optional
@@ -86,6 +87,10 @@ class TrainConfig:
         for name in ("eval_every", "checkpoint_every", "keep_every", "log_every", "threads"):
             if (getattr(self, name) or 0) < 0:
                 raise UsageError(f"{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
+        numbers = ("lr", "backbone_lr_mult", "momentum", "weight_decay", "lr_alpha", "lr_beta", "lambda_gamma", "source_val")
+        bad = [f"--{n.replace('_', '-')} {getattr(self, n)}" for n in numbers if not math.isfinite(getattr(self, n))]
+        if bad:
+            raise UsageError(f"{', '.join(bad)}: must be a finite number")
         if self.lr <= 0:
             raise UsageError(f"lr must be positive, got {self.lr}")
         if not 0 <= self.momentum < 1 or self.weight_decay < 0:

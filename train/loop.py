@@ -7,6 +7,7 @@ of several processes; ``train.trainer`` sets the run up before it and finishes i
 
 from __future__ import annotations
 
+import math
 import signal
 import time
 from dataclasses import dataclass, field
@@ -17,7 +18,7 @@ import torch
 
 from symnets_deploy.card import ModelCard
 from symnets_deploy.enums import DataOn, Method
-from symnets_deploy.errors import Interrupted
+from symnets_deploy.errors import Interrupted, TrainingDiverged
 from symnets_deploy.run_files import CHECKPOINT
 from symnets_deploy.train import data as D
 from symnets_deploy.train.checkpoint import make_card, rng_state, save_checkpoint
@@ -81,7 +82,14 @@ class RunState:
         return make_card(self.config, self.source.class_names, metrics)
 
     def checkpoint(self, iteration: int, metrics: dict[str, Any]) -> None:
-        """``last.pt`` (rank 0), then every rank waits: none runs ahead of a checkpoint it might resume from."""
+        """``last.pt`` (rank 0), then every rank waits: none runs ahead of a checkpoint it might resume from.
+
+        Raises:
+            TrainingDiverged: a weight is NaN or infinite; the previous ``last.pt`` is kept.
+        """
+        # A loss is computed before its update, so weights can blow up an iteration before any loss shows it.
+        if not all(bool(torch.isfinite(t).all()) for t in self.model.state_dict().values() if t.is_floating_point()):
+            _stop_if_diverged(self, {"(weights)": float("nan")}, iteration)
         if self.world.is_main:
             save_checkpoint(self.out / CHECKPOINT, {
                 "model": self.model.state_dict(), "optimizer": optimizer_state(self.optimizer), "iteration": iteration,
@@ -105,6 +113,24 @@ class RunState:
         self.last_eval = result
         self.eval_seconds += time.perf_counter() - clock
         return result
+
+
+def _stop_if_diverged(run: RunState, losses: dict[str, Any], iteration: int) -> None:
+    """Stop the run when a loss is NaN or infinite, before anything is logged or saved from it.
+
+    Checked where the loop syncs anyway (each metrics record, each checkpoint), not per iteration.
+    """
+    bad = {k: v for k, v in losses.items() if isinstance(v, float) and not math.isfinite(v)}
+    if not bad:
+        return
+    run.reporter.stop()
+    key, value = next(iter(bad.items()))
+    what = "the weights are no longer finite" if key == "(weights)" else f"loss {key} is {value}"
+    kept = f"the last checkpoint with finite weights is {run.out / CHECKPOINT}" if (run.out / CHECKPOINT).exists() else "no checkpoint was written"
+    raise TrainingDiverged(
+        f"training diverged: {what} by iteration {iteration} of {run.config.iterations} (--lr {run.config.lr}); "
+        f"{kept}; try a lower --lr"
+    )
 
 
 def run_loop(run: RunState, src: D.DecodedDomain, tgt: Optional[D.DecodedDomain], location: DataOn, end: int) -> str:
@@ -157,6 +183,7 @@ def run_loop(run: RunState, src: D.DecodedDomain, tgt: Optional[D.DecodedDomain]
                 n = done - window_start
                 record = {"iteration": done, "lambda": lam, "lr_head": lrs[0], "lr_backbone": lrs[1]}
                 record.update({k: float(v) / n for k, v in world.mean(sums).items()})
+                _stop_if_diverged(run, record, done)  # every rank sees the same means: all stop together
                 record["images_per_s"] = n * images_per_iter / max(now - window_t, 1e-9)
                 log.write(record)
                 run.reporter.advance(done, record)
