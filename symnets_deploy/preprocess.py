@@ -7,6 +7,8 @@ graph, which takes float32 RGB values in 0..255.
 
 from __future__ import annotations
 
+import os
+import stat
 import struct
 import warnings
 from dataclasses import dataclass
@@ -81,6 +83,10 @@ def open_image(path: str | Path, *, draft_size: int | None = None, max_pixels: i
     """
     path = Path(path)
     try:
+        kind = os.stat(path).st_mode
+        if not stat.S_ISREG(kind) and not stat.S_ISDIR(kind):
+            # Opening a FIFO or a device blocks until a writer appears: never, for a folder scan.
+            raise ImageError(f"{path}: not a regular file (a FIFO, socket or device)")
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as img:

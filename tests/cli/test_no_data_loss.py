@@ -84,3 +84,18 @@ def test_export_never_writes_over_the_model_it_converts(model):
     result = runner.invoke(app, ["export", "--from-onnx", str(model), "--precision", "int8", "--output", str(model)])
     assert result.exit_code == 2 and "would overwrite" in result.output
     assert model.read_bytes() == before
+
+
+def test_a_fifo_in_an_input_folder_gets_an_error_row_instead_of_a_hang(model, shapes_root, tmp_path):
+    import subprocess
+    import sys
+
+    images = tmp_path / "imgs"
+    shutil.copytree(shapes_root / "sketches", images)
+    os.mkfifo(images / "pipe.png")
+    out = tmp_path / "p.csv"
+    done = subprocess.run([sys.executable, "-m", "symnets_deploy.cli", "predict", str(images), "-e", str(model), "-o", str(out)],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 3, done.stderr
+    (row,) = [line for line in out.read_text().splitlines() if "pipe.png" in line]
+    assert ",error," in row and "not a regular file" in row
