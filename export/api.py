@@ -135,6 +135,8 @@ def run_export(config: ExportConfig, *, stage: Callable[[str], None] = lambda _t
     out = Path(config.output) if config.output else config.default_output()
     if out.suffix.lower() != spec.suffix:
         raise UsageError(f"{out}: a {config.format} artifact needs the suffix {spec.suffix}")
+    if config.from_onnx is not None and out.resolve() == Path(config.from_onnx).resolve():
+        raise UsageError(f"{out}: the output would replace the model it is converted from")
     source_files = artifact_files(config.from_onnx) if config.from_onnx is not None else [Path(config.checkpoint)]
     refuse_overwriting(out, [*source_files, *([config.calibration_images] if config.calibration_images else [])], "--output")
     env = spec.preflight(config)

@@ -91,7 +91,7 @@ def im_diversity(probs: np.ndarray) -> float:
     if p.shape[0] == 0:
         return float("nan")
     # Clipped: rounding can put a collapsed model's value a hair below 0, which would print as -0.000.
-    return 1.0 if p.shape[1] == 1 else float(np.clip(_entropy(p.mean(axis=0)) / math.log(p.shape[1]), 0.0, 1.0))
+    return 1.0 if p.shape[1] == 1 else float(np.clip(_entropy(p.mean(axis=0)) / math.log(p.shape[1]), 0.0, 1.0)) + 0.0  # + 0.0: no -0.0
 
 
 def information_maximization(probs: np.ndarray) -> float:

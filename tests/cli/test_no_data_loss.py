@@ -82,7 +82,7 @@ def test_a_folder_with_a_foreign_config_json_is_never_treated_as_a_run(shapes_ro
 def test_export_never_writes_over_the_model_it_converts(model):
     before = model.read_bytes()
     result = runner.invoke(app, ["export", "--from-onnx", str(model), "--precision", "int8", "--output", str(model)])
-    assert result.exit_code == 2 and "would overwrite" in result.output
+    assert result.exit_code == 2 and "would replace the model" in result.output
     assert model.read_bytes() == before
 
 

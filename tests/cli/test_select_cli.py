@@ -41,12 +41,12 @@ def data(shapes_root, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def labeled_runs(data, tmp_path_factory) -> list[Path]:
-    """A source-only run, a SymNets run, and a SymNets run whose learning rate (10,000x the default) collapses it."""
+    """A source-only run, a SymNets run, and a SymNets run whose learning rate (3,000x the default) collapses it."""
     folder = tmp_path_factory.mktemp("labeled_runs")
     return [
         _train(data, "sketches", folder / "source_only", "--method", "source-only"),
         _train(data, "sketches", folder / "symnets"),
-        _train(data, "sketches", folder / "collapsed", "--lr", "100"),
+        _train(data, "sketches", folder / "collapsed", "--lr", "30"),
     ]
 
 
