@@ -13,15 +13,14 @@ from pathlib import Path
 from typing import Iterable, Optional
 
 from symnets_deploy.errors import UsageError
+from symnets_deploy.run_files import ARTIFACT_COMPANIONS
 
-#: Files that travel beside an artifact: its check report, a rejected check's report, a plan's sidecar.
-COMPANIONS = (".verify.json", ".rejected.verify.json", ".json")
 
 
 def artifact_files(artifact: str | Path) -> list[Path]:
-    """The artifact and the files beside it that belong to it (``COMPANIONS``)."""
+    """The artifact and the files beside it that belong to it (``run_files.ARTIFACT_COMPANIONS``)."""
     artifact = Path(artifact)
-    return [artifact, *(artifact.with_name(artifact.name + suffix) for suffix in COMPANIONS)]
+    return [artifact, *(artifact.with_name(artifact.name + suffix) for suffix in ARTIFACT_COMPANIONS)]
 
 
 def _identity(path: Path) -> Optional[tuple[int, int]]:

@@ -22,6 +22,7 @@ REPORT_FILES = ("report.html", "curves.png", "label_free.png", "scores_vs_accura
 #: Artifacts ``train --export`` writes into the run folder (``symnets export``'s default names), each with
 #: its ``.verify.json`` (or ``.rejected.verify.json``) and, for a plan, its ``.plan.json`` sidecar.
 ARTIFACTS = tuple(f"model{infix}{suffix}" for infix in ("", ".fp16", ".int8") for suffix in (".onnx", ".plan"))
+#: The files that travel beside an artifact: its check report, a rejected check's report, a plan's sidecar.
 ARTIFACT_COMPANIONS = (".verify.json", ".rejected.verify.json", ".json")
 
 #: Every file a run writes at its top level (``--overwrite`` removes exactly these, and what ``KEPT_DIR`` and
