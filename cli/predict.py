@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from pathlib import Path
 from typing import Iterable, Iterator, List, Optional
@@ -31,7 +32,7 @@ def predict(
     recursive: bool = typer.Option(True, "--recursive/--no-recursive", help="Scan sub-folders of folder inputs.", rich_help_panel=INPUT),
     summary: Optional[Path] = typer.Option(None, "--summary", metavar="FILE", help="Write estimated accuracy and the drift verdict as JSON.", rich_help_panel=MONITOR),
     fail_on_drift: bool = typer.Option(False, "--fail-on-drift", help="Exit 7 when the images drifted from the model's reference.", rich_help_panel=MONITOR),
-    ray: Optional[str] = typer.Option(None, "--ray", metavar="ADDRESS", help="Run as a Ray Data job: local (a cluster on this machine) or a cluster address.", rich_help_panel=SCALE),
+    ray: Optional[str] = typer.Option(None, "--ray", metavar="ADDRESS", help="Run as a Ray Data job: local (a new cluster on this machine), auto (the one RAY_ADDRESS or 'ray start' names), HOST:PORT of a cluster, or ray://HOST:PORT (Ray Client, needs ray\\[client]). Exit 2 when the address is malformed or no cluster answers there within 5 s.", rich_help_panel=SCALE),
     ray_actors: int = typer.Option(2, "--ray-actors", min=1, metavar="N", help="With --ray: actors, each with its own model.", rich_help_panel=SCALE),
 ) -> None:
     """Predict a label for every image with an exported model, without PyTorch.
@@ -63,7 +64,8 @@ def predict(
         if predictor.profile is None and (summary is not None or fail_on_drift):
             raise UsageError(no_profile(engine))  # before any image is predicted
         start = time.perf_counter()
-        stats = write_predictions(_progress(predictor.iter_predict_paths(paths), len(paths)), output, fmt)
+        with contextlib.closing(_progress(predictor.iter_predict_paths(paths), len(paths))) as rows:  # the bar ends before any error line
+            stats = write_predictions(rows, output, fmt)
         seconds = time.perf_counter() - start
         monitored = predictor.monitoring_summary()
     print_monitoring(monitored, engine)
@@ -107,25 +109,31 @@ def save_monitoring(monitored: Optional[dict], summary: Optional[Path], fail_on_
 
 
 def _predict_on_ray(paths, engine: Path, address: str, actors: int, output: str, fmt, *, summary, fail_on_drift, **options) -> None:
-    """The same rows and monitoring summary as without --ray, from a Ray Data job (one Predictor per actor)."""
+    """The same rows and monitoring summary as without --ray, from a Ray Data job (one Predictor per actor).
+
+    The address and the model are checked as without --ray before any cluster starts (one line, exit 2/4/5).
+    """
     from symnets_deploy.errors import PartialFailure, UsageError
     from symnets_deploy.monitoring import RunningStats
-    from symnets_deploy.ray_batch import predict_paths_ray
-    from symnets_deploy.reference import artifact_profile
+    from symnets_deploy.predictor import Predictor
+    from symnets_deploy.ray_batch import cluster_endpoint, predict_paths_ray
     from symnets_deploy.writers import write_predictions
 
-    profile = artifact_profile(engine)
+    address = address or "local"
+    cluster_endpoint(address)
+    device, provider = options.pop("device"), options.pop("provider")
+    device, provider = getattr(device, "value", device), getattr(provider, "value", provider)
+    threads = options.pop("threads") or 1
+    with Predictor.load(engine, device=device, provider=provider, threads=threads, **options) as checked:  # what every actor opens
+        profile = checked.profile
     if profile is None and (summary is not None or fail_on_drift):
         raise UsageError(no_profile(engine))
     monitor = RunningStats(profile) if profile is not None else None
 
-    device = options.pop("device")
-    threads = options.pop("threads") or 1
-    provider = options.pop("provider")
     start = time.perf_counter()
     predictions = predict_paths_ray(
-        paths, engine, address=address, concurrency=actors, device=getattr(device, "value", device), threads=threads,
-        provider=getattr(provider, "value", provider), monitor=monitor.update if monitor is not None else None, **options,
+        paths, engine, address=address, concurrency=actors, device=device, threads=threads, provider=provider,
+        monitor=monitor.update if monitor is not None else None, **options,
     )
     stats = write_predictions(predictions, output, fmt)
     seconds = time.perf_counter() - start

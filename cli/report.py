@@ -20,13 +20,20 @@ def report(
 
     The figures: training curves, the label-free scores over the iterations, a t-SNE of the features of both domains before and after adaptation and, where the target has class folders (used for evaluation only), the target confusion matrix with per-class accuracy and each label-free score against target accuracy; all in one report.html with the run's summary, warnings, configuration and checked artifacts.
 
+    A damaged run file (a torn metrics line, a truncated .npz, NaN features, a file that is not JSON) costs only the figures that need it: each is named in one 'warning:' line on stderr and on the page, and the command still exits 0.
+
     Needs the \\[report] extra (matplotlib, scikit-learn): pip install 'symnets-deploy\\[report]'. 'symnets train' writes this report at the end of every run when the extra is installed.
     """
+    from symnets_deploy.errors import UsageError
     from symnets_deploy.report import write_run_report
 
+    if out is not None and out.exists() and not out.is_dir():
+        raise UsageError(f"{out}: is a file, not a folder; --out names the folder the report is written to")
     done = write_run_report(run, out)
     for name, path in done.figures.items():
         typer.echo(f"{name}: {path}")
     for name, why in done.missing.items():
         typer.echo(f"{name}: not drawn ({why})")
+    for line in done.problems:  # a damaged run file: the rest is drawn, and the command succeeds
+        typer.echo(f"warning: {line}", err=True)
     typer.echo(f"report: {done.html}")

@@ -25,6 +25,7 @@ def card_facts(card: ModelCard) -> dict[str, Any]:
     """The card's facts a user asks about first, in reading order."""
     metrics = {k: v for k, v in card.metrics.items() if k.startswith("target_acc") and isinstance(v, (int, float))}
     scores = card.metrics.get("label_free")
+    scores = scores if isinstance(scores, dict) else None  # metrics are free-form JSON from the file
     return {
         "classes": list(card.class_names),
         "num_classes": card.num_classes,
@@ -83,6 +84,9 @@ def file_facts(path: Path) -> dict[str, Any]:
 def describe_file(path: str | Path) -> dict[str, Any]:
     """Format, precision, card facts and checksums of an ``.onnx`` or ``.plan`` file.
 
+    For an ``.onnx``, a ``warning`` fact says where the card contradicts the graph (class count,
+    input size); a ``.plan``'s graph cannot be read without TensorRT, so it is not compared.
+
     Raises:
         UsageError: the file is missing or of another kind (``.pt`` goes to ``train.checkpoint``).
         ArtifactError: not a model of this package (no card, bad sidecar).
@@ -91,21 +95,27 @@ def describe_file(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise UsageError(f"{path}: no such file")
-    facts = file_facts(path)
     suffix = path.suffix.lower()
+    facts: dict[str, Any] = {}
     if suffix == ".onnx":
         from symnets_deploy.backends.ort import OrtBackend
 
-        with OrtBackend(path, device="cpu") as backend:
+        with OrtBackend(path, device="cpu") as backend:  # a malformed file is refused before it is hashed
+            facts.update(file_facts(path))
             meta = backend.session.get_modelmeta().custom_metadata_map
             facts.update(format="onnx", precision=backend.precision(), weights_sha256=meta.get(ONNX_WEIGHTS_KEY))
-            facts.update(card_facts(backend.card()))
+            card = backend.card()
+            mismatches = card.graph_mismatches(backend.input_spec().shape[2:], backend.output_classes())
+            if mismatches:  # shown, not refused: info is how a user finds out what is wrong with a file
+                facts["warning"] = f"the card disagrees with the graph: {'; '.join(mismatches)} (predict and evaluate refuse this file)"
+            facts.update(card_facts(card))
             facts["reference_profile"] = profile_facts(backend.reference_profile())
         return facts
     if suffix == ".plan":
         from symnets_deploy.sidecar import read_sidecar
 
         sidecar = read_sidecar(path)
+        facts.update(file_facts(path))
         facts.update(format="tensorrt plan", precision=sidecar.precision, weights_sha256=sidecar.weights_sha256)
         facts.update(card_facts(sidecar.model_card()))
         facts["reference_profile"] = profile_facts(Profile.from_dict(sidecar.reference_profile) if sidecar.reference_profile else None)

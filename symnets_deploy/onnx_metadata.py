@@ -13,36 +13,31 @@ of a key (checked with onnxruntime 1.32 in ``tests/runtime/test_onnx_metadata.py
 :func:`set_metadata` removes every older entry of a key it sets.
 
 Models over 2 GB keep their tensors in external files named relative to the model; only the
-bytes of the ``.onnx`` file itself are read or written here.
+bytes of the ``.onnx`` file itself are read or written here. Files are mapped, not read whole
+(:func:`~symnets_deploy.external_data.mapped_onnx`), and walked with the same field walker as
+the external-data check, so a huge or zero-filled file is refused at once.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Iterator, Mapping
+from contextlib import ExitStack
 from pathlib import Path
 
 from symnets_deploy.atomic import atomic_write
 from symnets_deploy.errors import ArtifactError, UsageError
-from symnets_deploy.external_data import external_locations
+from symnets_deploy.external_data import (
+    LEN,
+    Buffer,
+    external_locations,
+    mapped_onnx,
+    wire_fields,
+)
 
 _METADATA_PROPS = 14  # ModelProto.metadata_props
 _KEY, _VALUE = 1, 2  # StringStringEntryProto
-_VARINT, _I64, _LEN, _I32 = 0, 1, 2, 5
-_MAX_VARINT_BYTES = 10  # 64 bits at 7 bits a byte
-
-
-def _varint(buf: memoryview, pos: int, end: int) -> tuple[int, int]:
-    """Decode the varint at ``pos``; returns ``(value, position after it)``."""
-    value = 0
-    for i in range(_MAX_VARINT_BYTES):
-        if pos + i >= end:
-            raise ArtifactError(f"truncated varint at byte {pos}: the file ends inside it")
-        byte = buf[pos + i]
-        value |= (byte & 0x7F) << (7 * i)
-        if byte < 0x80:
-            return value, pos + i + 1
-    raise ArtifactError(f"malformed varint at byte {pos}: longer than {_MAX_VARINT_BYTES} bytes")
+_COPY_CHUNK = 1 << 24  # bytes copied from the source map per write
 
 
 def _encode_varint(value: int) -> bytes:
@@ -54,81 +49,41 @@ def _encode_varint(value: int) -> bytes:
     return bytes(out)
 
 
-def _fields(buf: memoryview, start: int, end: int) -> Iterator[tuple[int, int, int, int, int]]:
-    """Walk one message's fields without decoding their payloads.
-
-    Args:
-        buf: the serialized bytes.
-        start, end: the message's byte range in ``buf``.
-
-    Yields:
-        ``(field number, wire type, field start, payload start, field end)`` per field, where
-        ``buf[field start:field end]`` is the whole field (tag included) and, for wire type 2,
-        ``buf[payload start:field end]`` is its payload.
-
-    Raises:
-        ArtifactError: truncated varint, a length or fixed-size value past ``end``, field
-            number 0, or a wire type other than 0, 1, 2 and 5 (3/4 are deprecated groups).
-    """
-    pos = start
-    while pos < end:
-        field_start = pos
-        tag, pos = _varint(buf, pos, end)
-        number, wire = tag >> 3, tag & 7
-        if number == 0:
-            raise ArtifactError(f"malformed protobuf at byte {field_start}: field number 0")
-        if wire == _VARINT:
-            _, pos = _varint(buf, pos, end)
-            payload = pos
-        elif wire in (_I64, _I32):
-            payload, pos = pos, pos + (8 if wire == _I64 else 4)
-        elif wire == _LEN:
-            length, payload = _varint(buf, pos, end)
-            pos = payload + length
-        elif wire in (3, 4):
-            raise ArtifactError(f"unsupported protobuf wire type {wire} (group) in field {number} at byte {field_start}")
-        else:
-            raise ArtifactError(f"invalid protobuf wire type {wire} in field {number} at byte {field_start}")
-        if pos > end:
-            raise ArtifactError(f"field {number} at byte {field_start} runs {pos - end} bytes past the end of its message")
-        yield number, wire, field_start, payload, pos
-
-
-def _decode(raw: memoryview, what: str, at: int) -> str:
+def _decode(raw: Buffer, what: str, at: int) -> str:
     try:
         return str(raw, "utf-8")
     except UnicodeDecodeError as exc:
         raise ArtifactError(f"metadata {what} at byte {at} is not UTF-8 ({exc.reason})") from None
 
 
-def _entries(data: bytes) -> Iterator[tuple[str, str, int, int]]:
+def _entries(data: Buffer) -> Iterator[tuple[str, str, int, int]]:
     """``(key, value, field start, field end)`` of every top-level metadata entry, in file order."""
-    buf = memoryview(data)
-    for number, wire, start, payload, end in _fields(buf, 0, len(buf)):
+    for number, wire, start, payload, end in wire_fields(data, 0, len(data)):
         if number != _METADATA_PROPS:
             continue
-        if wire != _LEN:
+        if wire != LEN:
             raise ArtifactError(f"metadata_props (field 14) at byte {start} has wire type {wire}, not 2 (length-delimited)")
         # Protobuf semantics: a missing string is "", a repeated singular field keeps its last value.
         key = value = ""
-        for sub, sub_wire, sub_start, sub_payload, sub_end in _fields(buf, payload, end):
+        for sub, sub_wire, sub_start, sub_payload, sub_end in wire_fields(data, payload, end):
             if sub in (_KEY, _VALUE):
-                if sub_wire != _LEN:
+                if sub_wire != LEN:
                     raise ArtifactError(f"metadata entry field {sub} at byte {sub_start} has wire type {sub_wire}, not 2")
                 if sub == _KEY:
-                    key = _decode(buf[sub_payload:sub_end], "key", sub_start)
+                    key = _decode(data[sub_payload:sub_end], "key", sub_start)
                 else:
-                    value = _decode(buf[sub_payload:sub_end], "value", sub_start)
+                    value = _decode(data[sub_payload:sub_end], "value", sub_start)
         yield key, value, start, end
 
 
-def read_metadata(data: bytes) -> dict[str, str]:
+def read_metadata(data: Buffer) -> dict[str, str]:
     """The ``metadata_props`` of a serialized ONNX ``ModelProto``.
 
     Only the top-level message is walked; the graph is skipped, not parsed.
 
     Args:
-        data: the bytes of a ``.onnx`` file (an empty message gives ``{}``).
+        data: the bytes of a ``.onnx`` file (an empty message gives ``{}``), or the map of
+            :func:`~symnets_deploy.external_data.mapped_onnx`.
 
     Returns:
         ``{key: value}`` in first-appearance order. For a key present more than once the last
@@ -136,16 +91,39 @@ def read_metadata(data: bytes) -> dict[str, str]:
 
     Raises:
         ArtifactError: the bytes are not a well-formed protobuf message (truncated varint,
-            length past the end, unsupported wire type) or a key/value is not UTF-8. The
-            message is one line without the file name; callers add it.
+            length past the end, field number 0, unsupported wire type) or a key/value is not
+            UTF-8. The message is one line without the file name; callers add it.
     """
     return {key: value for key, value, _, _ in _entries(data)}
 
 
+def read_metadata_file(path: str | Path) -> dict[str, str]:
+    """The ``metadata_props`` of the ONNX file ``path``, mapped rather than read into memory.
+
+    Args:
+        path: an ``.onnx`` file.
+
+    Returns:
+        As :func:`read_metadata`.
+
+    Raises:
+        ArtifactError: the file cannot be read, is empty, over 2 GiB or malformed; the message
+            names the file.
+    """
+    try:
+        with mapped_onnx(path) as data:
+            try:
+                return read_metadata(data)
+            except ArtifactError as exc:  # the walker's message lacks the file name
+                raise ArtifactError(f"{path}: not a well-formed ONNX file ({exc})") from None
+    except OSError as exc:
+        raise ArtifactError(f"{path}: cannot read it ({exc.strerror or exc})") from None
+
+
 def _encode_entry(key: str, value: str) -> bytes:
     k, v = key.encode("utf-8"), value.encode("utf-8")
-    body = bytes([_KEY << 3 | _LEN]) + _encode_varint(len(k)) + k + bytes([_VALUE << 3 | _LEN]) + _encode_varint(len(v)) + v
-    return bytes([_METADATA_PROPS << 3 | _LEN]) + _encode_varint(len(body)) + body
+    body = bytes([_KEY << 3 | LEN]) + _encode_varint(len(k)) + k + bytes([_VALUE << 3 | LEN]) + _encode_varint(len(v)) + v
+    return bytes([_METADATA_PROPS << 3 | LEN]) + _encode_varint(len(body)) + body
 
 
 def _check_entries(entries: Mapping[str, str]) -> None:
@@ -157,6 +135,19 @@ def _check_entries(entries: Mapping[str, str]) -> None:
                 text.encode("utf-8")
             except UnicodeEncodeError:
                 raise UsageError(f"metadata {what} for {key!r} cannot be encoded as UTF-8 (lone surrogate?)") from None
+
+
+def _splice(data: Buffer, entries: Mapping[str, str]) -> tuple[list[tuple[int, int]], bytes]:
+    """How :func:`set_metadata` rewrites ``data``: the byte ranges it keeps, then the bytes it appends."""
+    _check_entries(entries)
+    kept: list[tuple[int, int]] = []
+    copied = 0  # start of the run of bytes not yet kept
+    for key, _, start, end in _entries(data):
+        if key in entries:
+            kept.append((copied, start))
+            copied = end
+    kept.append((copied, len(data)))
+    return kept, b"".join(_encode_entry(key, value) for key, value in entries.items())
 
 
 def set_metadata(data: bytes, entries: Mapping[str, str]) -> bytes:
@@ -179,17 +170,9 @@ def set_metadata(data: bytes, entries: Mapping[str, str]) -> bytes:
         ArtifactError: ``data`` is malformed (see :func:`read_metadata`).
         UsageError: a key or value is not a ``str`` or not encodable as UTF-8.
     """
-    _check_entries(entries)
+    kept, appended = _splice(data, entries)
     buf = memoryview(data)
-    parts: list[memoryview | bytes] = []
-    kept = 0  # start of the run of bytes not yet copied
-    for key, _, start, end in _entries(data):
-        if key in entries:
-            parts.append(buf[kept:start])
-            kept = end
-    parts.append(buf[kept:])
-    parts.extend(_encode_entry(key, value) for key, value in entries.items())
-    return b"".join(parts)
+    return b"".join([*(buf[start:end] for start, end in kept), appended])
 
 
 def set_metadata_file(src: str | Path, dst: str | Path, entries: Mapping[str, str]) -> Path:
@@ -197,7 +180,8 @@ def set_metadata_file(src: str | Path, dst: str | Path, entries: Mapping[str, st
 
     ``dst`` is written atomically (a temp file renamed into place), so a reader never sees a
     half-written model. Writing in place is refused: keep the original until the copy is
-    checked, then rename it yourself.
+    checked, then rename it yourself. ``src`` is mapped and copied in chunks, never held in
+    memory whole.
 
     Args:
         src: an existing ``.onnx`` file.
@@ -211,27 +195,31 @@ def set_metadata_file(src: str | Path, dst: str | Path, entries: Mapping[str, st
     Raises:
         UsageError: ``dst`` is ``src`` (same resolved path or same file), ``src`` cannot be
             read, an entry is not ``str``, or ``dst`` would lose ``src``'s external data.
-        ArtifactError: ``src`` is not a well-formed protobuf message; the message names ``src``.
+        ArtifactError: ``src`` is empty, over 2 GiB or not a well-formed protobuf message; the
+            message names ``src``.
     """
     src, dst = Path(src), Path(dst)
     if src.resolve() == dst.resolve() or (dst.exists() and src.exists() and os.path.samefile(src, dst)):
         raise UsageError(f"{dst}: is the input model {src}; write the copy elsewhere")
-    try:
-        data = src.read_bytes()
-    except OSError as exc:
-        raise UsageError(f"{src}: cannot read it ({exc.strerror or exc})") from None
-    try:
-        out = set_metadata(data, entries)
-    except ArtifactError as exc:
-        raise ArtifactError(f"{src}: not a well-formed ONNX file ({exc})") from None
-    if src.parent.resolve() != dst.parent.resolve():
+    with ExitStack() as stack:
         try:
-            locations = external_locations(data)
-        except ValueError as exc:
+            data = stack.enter_context(mapped_onnx(src))
+        except OSError as exc:
+            raise UsageError(f"{src}: cannot read it ({exc.strerror or exc})") from None
+        try:
+            kept, appended = _splice(data, entries)
+            locations = external_locations(data) if src.parent.resolve() != dst.parent.resolve() else []
+        except ArtifactError as exc:  # the walker's message lacks the file name
             raise ArtifactError(f"{src}: not a well-formed ONNX file ({exc})") from None
         if locations:
             raise UsageError(
                 f"{dst}: {src} keeps tensors in external files ({locations[0]!r}, ...) relative to its folder; "
                 "write the copy into that same folder"
             )
-    return atomic_write(dst, lambda tmp: tmp.write_bytes(out))
+
+        def write(tmp: Path) -> None:
+            with open(tmp, "wb") as out:
+                out.writelines(data[at : min(at + _COPY_CHUNK, end)] for start, end in kept for at in range(start, end, _COPY_CHUNK))
+                out.write(appended)
+
+        return atomic_write(dst, write)

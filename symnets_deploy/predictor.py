@@ -122,13 +122,10 @@ class Predictor:
         self.backend = backend.activate()
         self.card: ModelCard = backend.card()
         self.preprocess = PreprocessConfig.from_card(self.card)
-        size = tuple(backend.input_spec().shape[2:])
-        if any(d is not None and d != self.card.input_size for d in size):
-            raise ArtifactError(f"{self._source(backend)}: engine input is {size} but the card says {self.card.input_size}x{self.card.input_size}")
-        classes = backend.output_classes()
-        if classes is not None and classes != self.card.num_classes:
-            # Found at load, not at the first batch: a wrong card must not cost a folder scan.
-            raise ArtifactError(f"{self._source(backend)}: the model outputs {classes} classes but its card lists {self.card.num_classes}")
+        # Found at load, not at the first batch: a wrong card must not cost a folder scan.
+        mismatches = self.card.graph_mismatches(backend.input_spec().shape[2:], backend.output_classes())
+        if mismatches:
+            raise ArtifactError(f"{self._source(backend)}: {'; '.join(mismatches)}")
         self.limits = backend.batch_limits()
         self.batch_size = self.limits.fit(batch_size)
         self.top_k = min(top_k, self.card.num_classes)

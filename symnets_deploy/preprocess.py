@@ -13,13 +13,15 @@ import struct
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Union
+from typing import TYPE_CHECKING, Iterable, Union
 
 import numpy as np
 from PIL import Image, ImageOps
 
-from symnets_deploy.card import ModelCard
 from symnets_deploy.errors import ImageError
+
+if TYPE_CHECKING:  # card.py imports INTERPOLATIONS from here to validate cards
+    from symnets_deploy.card import ModelCard
 
 #: File extensions treated as images (compared lower-case).
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm"})
@@ -28,6 +30,9 @@ IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", "
 MAX_PIXELS = 178_956_970
 
 _FILTERS = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC}
+
+#: Resize filter names a model card may ask for: the one list, which ``ModelCard`` validates against.
+INTERPOLATIONS = tuple(_FILTERS)
 
 ImageInput = Union[str, Path, Image.Image, np.ndarray]
 
@@ -49,12 +54,12 @@ class PreprocessConfig:
     def __post_init__(self) -> None:
         if not 0 < self.crop <= self.resize:
             raise ValueError(f"need 0 < crop <= resize, got crop={self.crop}, resize={self.resize}")
-        if self.interpolation not in _FILTERS:
-            raise ValueError(f"unknown interpolation {self.interpolation!r} (valid: {', '.join(_FILTERS)})")
+        if self.interpolation not in INTERPOLATIONS:
+            raise ValueError(f"unknown interpolation {self.interpolation!r} (valid: {', '.join(INTERPOLATIONS)})")
 
     @classmethod
     def from_card(cls, card: ModelCard) -> "PreprocessConfig":
-        """The preprocessing a model card prescribes."""
+        """The preprocessing a model card prescribes (``ModelCard`` has validated every value)."""
         return cls(resize=card.resize_size, crop=card.input_size, interpolation=card.interpolation)
 
     def describe(self) -> str:

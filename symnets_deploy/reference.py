@@ -21,7 +21,7 @@ from symnets_deploy.errors import UsageError
 from symnets_deploy.evaluation import scan_labeled_folder
 from symnets_deploy.inputs import scan_folder
 from symnets_deploy.monitoring import DEFAULT_ESTIMATOR, Profile, build_profile
-from symnets_deploy.onnx_metadata import read_metadata, set_metadata_file
+from symnets_deploy.onnx_metadata import read_metadata_file, set_metadata_file
 from symnets_deploy.predictor import Predictor
 
 
@@ -40,7 +40,7 @@ def artifact_profile(path: str | Path) -> Optional[Profile]:
 
             data = read_sidecar(path).reference_profile
             return Profile.from_dict(data) if data is not None else None
-        text = read_metadata(path.read_bytes()).get(ONNX_PROFILE_KEY)
+        text = read_metadata_file(path).get(ONNX_PROFILE_KEY)
         return Profile.from_json(text) if text is not None else None
     except ValueError as exc:
         raise ArtifactError(f"{path}: unreadable reference profile ({exc})") from None

@@ -5,7 +5,8 @@
 ``config.json`` and the artifacts' ``*.verify.json``), so it runs without torch, on any copy of
 a run. matplotlib and scikit-learn come with the ``[report]`` extra and are imported only when
 drawing (``symnets_deploy.report_figures``). A figure whose input is missing (a run made with
-``--no-report``, stopped early, or a target without labels) is left out and the page says why.
+``--no-report``, stopped early, or a target without labels) is left out and the page says why; so is
+one whose input is damaged (``symnets_deploy.run_reading`` reads the run files without raising).
 
 Target labels, where the target has class folders, are for evaluation only: the page calls target
 accuracy an oracle, and shows how well each label-free score tracked it over the run.
@@ -14,7 +15,6 @@ accuracy an oracle, and shows how well each label-free score tracked it over the
 from __future__ import annotations
 
 import html
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +26,7 @@ from symnets_deploy.atomic import atomic_write
 from symnets_deploy.errors import UsageError
 from symnets_deploy.evaluation import Evaluation
 from symnets_deploy.run_files import CONFIG, FEATURES_AFTER as AFTER, FEATURES_BEFORE as BEFORE, METRICS, SUMMARY, TARGET_EVALUATION as EVALUATION, UNLABELED
+from symnets_deploy.run_reading import Problems, artifact_rows, checked_summary, metrics_records, read_evaluation, read_features, read_json_object
 from symnets_deploy.report_figures import (  # noqa: F401  (pyplot: `symnets evaluate` imports it from here)
     SCORES, plot_confusion, plot_curves, plot_label_free, plot_scores_vs_accuracy, plot_tsne, pyplot, spearman, values,
 )
@@ -50,11 +51,14 @@ class Report:
         figures: each drawn figure by name (``curves``, ``label_free``, ``scores_vs_accuracy``,
             ``confusion``, ``tsne``) and its PNG.
         missing: each figure not drawn, by name, and why (a sentence the page shows too).
+        problems: one line per run file that is there but damaged (not JSON, a torn line, a truncated
+            ``.npz``, NaN features...): the file, what is wrong and what the report does without it.
     """
 
     html: Path
     figures: dict[str, Optional[Path]]
     missing: dict[str, str]
+    problems: tuple[str, ...] = ()
 
 
 def write_run_report(run: str | Path, out: Optional[str | Path] = None) -> Report:
@@ -66,7 +70,8 @@ def write_run_report(run: str | Path, out: Optional[str | Path] = None) -> Repor
 
     Returns:
         The page and the figures drawn; ``scores_vs_accuracy`` and ``confusion`` are missing for a
-        target without labels, with the reason.
+        target without labels, with the reason. A damaged run file costs only the figures that need
+        it, and is named in ``problems``.
 
     Raises:
         UsageError: ``run`` is not a run folder (no ``metrics.jsonl``).
@@ -78,41 +83,50 @@ def write_run_report(run: str | Path, out: Optional[str | Path] = None) -> Repor
     pyplot()  # the extra, before any file is written
     out = Path(out) if out is not None else run / "report"
     out.mkdir(parents=True, exist_ok=True)
-    records = _records(run / METRICS)
-    config, summary = _json(run / CONFIG) or {}, _json(run / SUMMARY)
+    problems, finished = Problems(), (run / SUMMARY).is_file()  # a damaged summary.json is still a finished run's
+    records = metrics_records(run / METRICS, problems)
+    config = problems.read(read_json_object, run / CONFIG, "the configuration is left out") or {}
+    summary = checked_summary(problems.read(read_json_object, run / SUMMARY, "the summary table and the run's warnings are left out"), run / SUMMARY, problems)
     scored = [r for r in records if "label_free" in r]
     labeled = _target_labeled(summary, [r for r in records if "acc_ct" in r or "label_free" in r])
     oracle = [r for r in scored if "acc_ct" in r]
     correlations = score_correlations(oracle)
     figures: dict[str, Optional[Path]] = {}
     missing: dict[str, str] = {}
-    figures["curves"] = plot_curves(records, out / "curves.png")
+    skipped = "".join(f"; {why}" for why in [problems.why(run / METRICS)] if why)  # what a torn or garbage line may have cost
+    if records:
+        figures["curves"] = plot_curves(records, out / "curves.png")
+    else:
+        missing["curves"] = f"no record in {METRICS} (the run stopped before its first log){skipped}"
     if scored:
         figures["label_free"] = plot_label_free(scored, out / "label_free.png")
     else:
-        missing["label_free"] = f"no evaluation with label-free scores in {METRICS} (a run made before they existed, or stopped before its first evaluation)"
+        missing["label_free"] = f"no evaluation with label-free scores in {METRICS} (a run made before they existed, or stopped before its first evaluation){skipped}"
     if labeled is False:
         missing["scores_vs_accuracy"] = f"{NO_TARGET_LABELS}, so there is no target accuracy to compare the scores with"
     elif oracle:
         figures["scores_vs_accuracy"] = plot_scores_vs_accuracy(oracle, correlations, out / "scores_vs_accuracy.png")
     else:
-        missing["scores_vs_accuracy"] = f"no evaluation with both target accuracy and label-free scores in {METRICS}"
-    evaluation = _evaluation(run / EVALUATION)
+        missing["scores_vs_accuracy"] = f"no evaluation with both target accuracy and label-free scores in {METRICS}{skipped}"
+    evaluation = problems.read(read_evaluation, run / EVALUATION, "confusion not drawn")
     if evaluation is not None:
         figures["confusion"] = plot_confusion(evaluation, out / "confusion.png")
-    elif labeled is False:
-        missing["confusion"] = NO_TARGET_LABELS
+    elif labeled is False or problems.why(run / EVALUATION):
+        missing["confusion"] = problems.why(run / EVALUATION) or NO_TARGET_LABELS
     else:
-        missing["confusion"] = f"no {EVALUATION} ({'missing from the run folder' if summary else 'the run did not finish'})"
-    after, before = _features(run / AFTER), _features(run / BEFORE)
-    class_names = evaluation.class_names if evaluation is not None else _class_names(summary, after)
+        missing["confusion"] = f"no {EVALUATION} ({'missing from the run folder' if finished else 'the run did not finish'})"
+    after = problems.read(read_features, run / AFTER, "tsne not drawn")
+    before = problems.read(read_features, run / BEFORE, "the t-SNE shows the features after adaptation only") if after is not None else None
+    class_names = evaluation.class_names if evaluation is not None else tuple((summary or {}).get("class_names") or ())
     if after is not None:
         figures["tsne"] = plot_tsne(after, before, class_names, out / "tsne.png")
     else:
-        missing["tsne"] = f"no {AFTER} (run made with --no-report, or not finished)"
-    page = _html(run, out, config, summary, figures, missing, _artifacts(run), _Facts(labeled, correlations, class_names, _warnings(summary, scored)))
+        missing["tsne"] = problems.why(run / AFTER) or f"no {AFTER} (run made with --no-report, or not finished)"
+    artifacts = artifact_rows(run, problems)
+    facts = _Facts(labeled, correlations, class_names, _warnings(summary, scored, finished), problems.lines())
+    page = _html(run, out, config, summary, figures, missing, artifacts, facts)
     path = atomic_write(out / "report.html", lambda tmp: tmp.write_text(page, encoding="utf-8"))
-    return Report(path, figures, missing)
+    return Report(path, figures, missing, facts.problems)
 
 
 def score_correlations(evals: Sequence[dict[str, Any]]) -> dict[str, tuple[Optional[float], int]]:
@@ -142,68 +156,15 @@ def _target_labeled(summary: Optional[dict[str, Any]], evals: list[dict[str, Any
     return False if evals else None  # evaluations without accuracy: the target had no labels
 
 
-def _class_names(summary: Optional[dict[str, Any]], features: Optional[dict[str, np.ndarray]]) -> tuple[str, ...]:
-    """The classes from ``summary.json``; for a run that did not finish, ``class 0`` ... ``class K-1``
-    (the names are then only in last.pt's card, which needs torch to read): numbered, not guessed."""
-    if summary and summary.get("class_names"):
-        return tuple(summary["class_names"])
-    k = int((summary or {}).get("num_classes") or 0)
-    if not k and features is not None:
-        k = int(max(features["source_labels"].max(initial=-1), features["target_labels"].max(initial=-1))) + 1
-    return tuple(f"class {c}" for c in range(k))
-
-
-def _warnings(summary: Optional[dict[str, Any]], scored: list[dict[str, Any]]) -> list[str]:
-    """The run's end-of-run warnings, or the latest collapse alarm of a run that did not finish."""
+def _warnings(summary: Optional[dict[str, Any]], scored: list[dict[str, Any]], finished: bool) -> list[str]:
+    """The run's end-of-run warnings, or the latest collapse alarm of a run that did not finish (or whose summary is damaged)."""
     if summary is not None:
         return [str(w) for w in summary.get("warnings") or []]
     last = scored[-1] if scored else {}
     if last.get("collapse"):
-        return [f"target predictions collapsed at iteration {last['iteration']} (latest evaluation; the run did not finish): {'; '.join(last['collapse'])}"]
+        when = f"{SUMMARY} could not be read" if finished else "the run did not finish"
+        return [f"target predictions collapsed at iteration {last['iteration']} (latest evaluation; {when}): {'; '.join(map(str, last['collapse']))}"]
     return []
-
-
-def _records(path: Path) -> list[dict[str, Any]]:
-    records = []
-    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue  # the last line of a run killed in the middle of its write: the rest still draws
-    return records
-
-
-def _json(path: Path) -> Optional[dict[str, Any]]:
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
-
-
-def _evaluation(path: Path) -> Optional[Evaluation]:
-    data = _json(path)
-    if data is None:
-        return None
-    return Evaluation(tuple(data["class_names"]), tuple(tuple(row) for row in data["confusion"]), artifact=data.get("artifact"), data_dir=data.get("data_dir"))
-
-
-def _features(path: Path) -> Optional[dict[str, np.ndarray]]:
-    if not path.is_file():
-        return None
-    with np.load(path) as data:
-        return {key: data[key] for key in data.files}
-
-
-def _artifacts(run: Path) -> list[dict[str, Any]]:
-    """One row per ``*.verify.json`` in the run folder: the artifact, its precision and its check."""
-    rows = []
-    for report in sorted(run.glob("*.verify.json")):
-        data = _json(report) or {}
-        accuracy = data.get("accuracy") or {}
-        candidate = next((v for k, v in accuracy.items() if k not in ("torch",)), None) if accuracy else None
-        rows.append({
-            "artifact": data.get("artifact", report.name[: -len(".verify.json")]), "present": (run / data.get("artifact", "")).is_file(),
-            "precision": data.get("precision", "?"), "format": data.get("format", "?"), "passed": data.get("passed"),
-            "images": data.get("num_images"), "accuracy": candidate["accuracy"] if candidate else None, "report": report.name,
-        })
-    return rows
 
 
 def _finite(value: Any) -> bool:
@@ -228,12 +189,13 @@ def _table(rows: list[tuple[str, Any]]) -> str:
 
 @dataclass(frozen=True)
 class _Facts:
-    """What the page says beyond the files it shows: whether target labels exist, the Spearman table, warnings."""
+    """What the page says beyond the files it shows: whether target labels exist, the Spearman table, warnings, damaged files."""
 
     labeled: Optional[bool]
     correlations: dict[str, tuple[Optional[float], int]]
     class_names: Sequence[str]
     warnings: list[str]
+    problems: tuple[str, ...] = ()
 
 
 def _summary_rows(summary: dict[str, Any], config: dict[str, Any], facts: _Facts) -> list[tuple[str, Any]]:
@@ -300,7 +262,7 @@ def _html(run, out, config, summary, figures, missing, artifacts, facts: _Facts)
         head = "<tr><th>artifact</th><th>format</th><th>precision</th><th>check</th><th>images</th><th>accuracy</th><th>report</th></tr>"
         body = "".join(
             f"<tr><td>{html.escape(a['artifact'])}{'' if a['present'] else ' (missing)'}</td><td>{html.escape(a['format'])}</td><td>{html.escape(a['precision'])}</td>"
-            f"<td>{'passed' if a['passed'] else 'FAILED'}</td><td>{a['images']}</td><td>{_percent(a['accuracy'])}</td><td>{html.escape(a['report'])}</td></tr>"
+            f"<td>{('passed' if a['passed'] else 'FAILED') if a['readable'] else 'unreadable'}</td><td>{html.escape(str(a['images']) if a['images'] is not None else 'n/a')}</td><td>{_percent(a['accuracy'])}</td><td>{html.escape(a['report'])}</td></tr>"
             for a in artifacts
         )
         artifact_html = f"<table>{head}{body}</table>"
@@ -313,13 +275,21 @@ def _html(run, out, config, summary, figures, missing, artifacts, facts: _Facts)
         ".warn{background:#fdecea;border-left:6px solid #c62828;color:#7f1d1d;font-weight:600;padding:0.6em 1em}"
     )
     warnings = "".join(f"<p class=warn>warning: {html.escape(w)}</p>" for w in facts.warnings)
-    config_html = _table(sorted(config.items())) if config else "<p class=note>no config.json</p>"
+    config_html = _table(sorted(config.items())) if config else f"<p class=note>{_absent(run, CONFIG, 'no config.json')}</p>"
+    damaged = "".join(f"<li>{html.escape(line)}</li>" for line in facts.problems)
+    damaged = f"<h2>Damaged run files</h2><ul class=note>{damaged}</ul>" if damaged else ""
+    no_summary = _absent(run, SUMMARY, "no summary.json (the run did not finish)")
     return (
         f"<!DOCTYPE html><html lang=en><head><meta charset=utf-8><title>SymNets run {html.escape(title)}</title><style>{style}</style></head><body>"
-        f"<h1>SymNets run: {html.escape(title)}</h1><p>{html.escape(str(run))}</p>{warnings}"
-        f"<h2>Summary</h2>{_table(summary_rows) if summary_rows else '<p class=note>no summary.json (the run did not finish)</p>'}"
+        f"<h1>SymNets run: {html.escape(title)}</h1><p>{html.escape(str(run))}</p>{warnings}{damaged}"
+        f"<h2>Summary</h2>{_table(summary_rows) if summary_rows else f'<p class=note>{no_summary}</p>'}"
         f"<h2>Figures</h2>{''.join(parts)}<h2>Artifacts</h2>{artifact_html}<h2>Configuration</h2>{config_html}</body></html>\n"
     )
+
+
+def _absent(run: Path, name: str, otherwise: str) -> str:
+    """Why a run file's part of the page is empty: the file is damaged (listed above), or ``otherwise``."""
+    return html.escape(f"{name} could not be read (see the damaged run files above)" if (run / name).is_file() else otherwise)
 
 
 def write_evaluation_figure(evaluation: Evaluation, out: str | Path) -> Path:

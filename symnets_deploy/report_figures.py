@@ -252,7 +252,8 @@ def plot_tsne(after: dict[str, np.ndarray], before: Optional[dict[str, np.ndarra
     Args:
         after, before: ``features_*.npz`` contents: ``source`` [Ns,D], ``source_labels`` [Ns] int,
             ``target`` [Nt,D], ``target_labels`` [Nt] int, -1 for an unlabeled target (drawn grey).
-        class_names: the K classes, index order.
+        class_names: the K classes, index order; a label without a name here is drawn as ``class <index>``
+            (a run that did not finish, or whose ``summary.json`` is damaged, has no names outside last.pt).
         path: the PNG to write.
 
     Returns:
@@ -261,7 +262,9 @@ def plot_tsne(after: dict[str, np.ndarray], before: Optional[dict[str, np.ndarra
     plt = pyplot()
     panels = [("before adaptation (starting backbone)", before), ("after adaptation", after)] if before is not None else [("after adaptation", after)]
     fig, axes = plt.subplots(2, len(panels), figsize=(6.2 * len(panels), 11), squeeze=False)
-    cmap = plt.get_cmap("tab10" if len(class_names) <= 10 else "tab20")
+    present = np.unique(np.concatenate([f[key] for f in (after, before) if f is not None for key in ("source_labels", "target_labels")]))
+    present = [int(c) for c in present if c >= 0]  # the classes drawn: a damaged file's labels never make a loop over 10^9 classes
+    cmap = plt.get_cmap("tab10" if max(len(class_names), present[-1] + 1 if present else 0) <= 10 else "tab20")
     for col, (when, feats) in enumerate(panels):
         xy = _embed(feats)
         n_src = len(feats["source"])
@@ -275,7 +278,8 @@ def plot_tsne(after: dict[str, np.ndarray], before: Optional[dict[str, np.ndarra
         unlabeled = labels < 0  # only target images: the source always has its class folders
         if unlabeled.any():
             by_class.scatter(*xy[unlabeled].T, s=10, color="lightgray", marker="^", alpha=0.75, label="target (no label)")
-        for c, name in enumerate(class_names):
+        for c in present:
+            name = class_names[c] if c < len(class_names) else f"class {c}"
             for marker in ("o", "^"):
                 pick = (labels == c) & (markers == marker)
                 if pick.any():

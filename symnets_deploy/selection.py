@@ -28,6 +28,7 @@ from symnets_deploy import label_free
 from symnets_deploy.atomic import atomic_write
 from symnets_deploy.errors import UsageError
 from symnets_deploy.run_files import CHECKPOINT, CONFIG, KEPT_DIR, LABELED, METRICS, SPLIT, SUMMARY, UNLABELED
+from symnets_deploy.run_reading import read_metrics
 
 #: How ``selection_order`` ranks checkpoints, for README and selection.json.
 SELECTION_RULE = ("Checkpoints are ranked by the mean of their rank in source-val Ct accuracy and their rank in V-measure "
@@ -131,16 +132,8 @@ def _read_json(path: Path, what: str) -> Any:
 
 
 def _evaluations(run: Path) -> dict[int, dict[str, Any]]:
-    """Evaluation records (with ``label_free``) of a run by iteration; a torn last line is skipped."""
-    records = {}
-    for line in (run / METRICS).read_text(encoding="utf-8", errors="replace").splitlines():
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if "label_free" in record:
-            records[int(record["iteration"])] = record
-    return records
+    """Evaluation records (with ``label_free``) of a run by iteration; a torn or malformed line is skipped."""
+    return {record["iteration"]: record for record in read_metrics(run / METRICS).records if "label_free" in record}
 
 
 def find_candidates(run: str | Path) -> list[Candidate]:

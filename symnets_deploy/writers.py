@@ -4,6 +4,13 @@ Columns / keys, in order: path, label, index, confidence, topk_labels, topk_prob
 error (``predictor.FIELDS``). In CSV, the top-k lists are JSON arrays inside one cell and an
 error row leaves label, index and confidence empty; in JSONL they are lists and nulls. Both
 parse back with the standard library (``csv`` + ``json``, or ``json`` per line).
+
+CSV is opened in spreadsheets, and its text cells come from untrusted places (class names from a
+model card, paths from the file system). A text cell starting with ``= + - @``, tab or carriage
+return is a formula to Excel and LibreOffice (OWASP "CSV injection"), so it gets a leading ``'``
+in CSV: ``=HYPERLINK(...)`` is written ``'=HYPERLINK(...)``. Numbers (index, confidence) are
+written by us and stay numbers; the top-k cells start with ``[`` and hold the names unchanged.
+JSON Lines is for programs and holds every value exactly.
 """
 
 from __future__ import annotations
@@ -28,6 +35,9 @@ SUFFIX_FORMATS = {".csv": OutputFormat.csv, ".jsonl": OutputFormat.jsonl, ".ndjs
 
 #: Probabilities are written with this many decimals (float32 carries about 7 digits).
 DECIMALS = 6
+
+#: First characters that make a spreadsheet evaluate a CSV cell (OWASP, "CSV injection").
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
 @dataclass(frozen=True)
@@ -83,7 +93,8 @@ def csv_row(prediction: Prediction) -> list[str]:
         prediction: any result, ok or error.
 
     Returns:
-        Strings in ``FIELDS`` order: the top-k lists as JSON arrays, None as an empty cell.
+        Strings in ``FIELDS`` order: the top-k lists as JSON arrays, None as an empty cell, and
+        text that a spreadsheet would run as a formula prefixed with ``'`` (module docstring).
     """
     record = prediction_record(prediction)
     cells = []
@@ -91,9 +102,16 @@ def csv_row(prediction: Prediction) -> list[str]:
         value = record[key]
         if isinstance(value, list):
             cells.append(json.dumps(value, ensure_ascii=False))
+        elif isinstance(value, str):
+            cells.append(neutralise_formula(value))
         else:
             cells.append("" if value is None else str(value))
     return cells
+
+
+def neutralise_formula(text: str) -> str:
+    """``text`` with a leading ``'`` when a spreadsheet would evaluate it (``FORMULA_STARTS``)."""
+    return "'" + text if text.startswith(FORMULA_STARTS) else text
 
 
 def write_predictions(
@@ -151,7 +169,9 @@ def _json_line(record: dict) -> str:
 def _write(predictions: Iterable[Prediction], stream: TextIO, fmt: OutputFormat) -> WriteStats:
     rows = failures = 0
     if fmt is OutputFormat.csv:
-        writer = csv.writer(stream, lineterminator="\n")
+        # The writer quotes a cell holding CR only when CR is in its line terminator (Python 3.11):
+        # a file name with CR would split its row. Rows are built with CRLF and written with LF.
+        writer = csv.writer(_LineFeedRows(stream), lineterminator="\r\n")
         writer.writerow(FIELDS)
     for prediction in predictions:
         if fmt is OutputFormat.csv:
@@ -162,3 +182,13 @@ def _write(predictions: Iterable[Prediction], stream: TextIO, fmt: OutputFormat)
         failures += not prediction.ok
     stream.flush()
     return WriteStats(rows, failures)
+
+
+class _LineFeedRows:
+    """A stream for ``csv.writer``, which writes each row in one call: CRLF row ends become LF."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+
+    def write(self, row: str) -> int:
+        return self.stream.write(row[:-2] + "\n" if row.endswith("\r\n") else row)

@@ -26,7 +26,7 @@ def _info(*args: str) -> dict:
     return json.loads(result.stdout)
 
 
-def test_onnx_facts_come_from_its_card(tiny_onnx: Path, tiny_run: Path) -> None:
+def test_onnx_facts_come_from_its_card(tiny_onnx: Path, tiny_run: Path) -> None:  # noqa: F811
     facts = _info(str(tiny_onnx))
     card = json.loads((tiny_run / "config.json").read_text())
     assert (facts["format"], facts["precision"], facts["backbone"], facts["method"]) == ("onnx", "fp32", "tiny", "symnets")
@@ -69,3 +69,29 @@ def test_bad_files_are_one_line(tmp_path: Path, name: str, code: int, words: str
     if name == "notes.txt":
         (tmp_path / name).write_text("hello")
     assert words in error_line(runner.invoke(app, ["info", str(tmp_path / name)]), code)
+
+
+def test_card_that_disagrees_with_the_graph_is_a_warning(tiny_onnx: Path, shapes_root: Path, tmp_path: Path) -> None:  # noqa: F811
+    # Issue 18 item 14: the graph outputs 3 classes at 32x32; this card says 5 classes at 40x40.
+    from tests.cli.test_untrusted_cards import with_card
+
+    model = with_card(tiny_onnx, tmp_path / "five.onnx", class_names=list("abcde"), input_size=40, resize_size=46)
+    facts = _info(str(model))
+    assert facts["num_classes"] == 5
+    assert "the model outputs 3 classes but its card lists 5" in facts["warning"]
+    assert "the model takes 32x32 images but its card says 40x40" in facts["warning"]
+    text = runner.invoke(app, ["info", str(model)]).stdout
+    warnings = [line for line in text.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1 and warnings[0].endswith(facts["warning"])
+    # predict refuses the same file with one line, exit 5.
+    line = error_line(runner.invoke(app, ["predict", "-e", str(model), str(shapes_root / "sketches")]), 5)
+    assert str(model) in line and "card says 40x40" in line
+    assert "warning" not in _info(str(tiny_onnx))
+
+
+def test_card_metrics_of_the_wrong_shape_are_shown_not_a_traceback(tiny_onnx: Path, tmp_path: Path) -> None:  # noqa: F811
+    from tests.cli.test_untrusted_cards import with_card
+
+    model = with_card(tiny_onnx, tmp_path / "odd.onnx", metrics={"label_free": "source_val_acc_ct", "target_acc_ct": "high"})
+    facts = _info(str(model))
+    assert facts["label_free"] is None and facts["training_accuracy"] is None

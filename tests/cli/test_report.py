@@ -88,7 +88,7 @@ def test_report_of_a_folder_that_is_no_run_is_a_usage_error(tmp_path: Path) -> N
     assert "not a run folder" in error_line(runner.invoke(app, ["report", str(tmp_path)]), 2)
 
 
-def test_evaluate_draws_the_confusion_matrix_of_an_artifact(tiny_onnx: Path, shapes_root: Path, tmp_path: Path) -> None:
+def test_evaluate_draws_the_confusion_matrix_of_an_artifact(tiny_onnx: Path, shapes_root: Path, tmp_path: Path) -> None:  # noqa: F811
     result = runner.invoke(app, ["evaluate", str(tiny_onnx), str(shapes_root / "sketches"), "--report", str(tmp_path / "fig")])
     assert result.exit_code == 0, result.output
     _pngs_are_images([tmp_path / "fig" / "confusion.png"])

@@ -85,6 +85,23 @@ def test_replace():
         (dict(mean=(0.5,)), "3 values"),
         (dict(input_size=0), "input_size"),
         (dict(input_size=300, resize_size=256), "input_size"),
+        # Issue 18 item 14: every value later code trusts is checked when the card is read.
+        (dict(interpolation="lanczos9"), "unknown interpolation 'lanczos9' \\(valid: bilinear, bicubic\\)"),
+        (dict(mean=(0.5, float("nan"), 0.5)), "mean must be finite"),
+        (dict(mean=(0.5, float("inf"), 0.5)), "mean must be finite"),
+        (dict(input_size=224.5), "whole numbers"),
+        (dict(resize_size=True), "whole numbers"),
+        (dict(input_size=224, resize_size=10**9), "input_size"),
+        (dict(class_names="abc"), "class_names must be a list of non-empty strings"),
+        (dict(class_names=("a", 2)), "class_names must be a list of non-empty strings"),
+        (dict(class_names=("a", "")), "class_names must be a list of non-empty strings"),
+        (dict(mean="0.5"), "mean needs 3 values"),
+        (dict(std=("0.5", "0.5", "0.5")), "std needs 3 values"),
+        (dict(backbone=7), "backbone must be a string"),
+        (dict(head=["ct"]), "head must be a string"),
+        (dict(interpolation=None), "interpolation must be a string"),
+        (dict(metrics=[1, 2]), "metrics must be a JSON object"),
+        (dict(train_config="lr=0.1"), "train_config must be a JSON object"),
     ],
 )
 def test_validation_errors(changes, reason):

@@ -8,8 +8,14 @@ import os
 import numpy as np
 import pytest
 
+from symnets_deploy import onnx_metadata
 from symnets_deploy.errors import ArtifactError, UsageError
-from symnets_deploy.onnx_metadata import read_metadata, set_metadata, set_metadata_file
+from symnets_deploy.onnx_metadata import (
+    read_metadata,
+    read_metadata_file,
+    set_metadata,
+    set_metadata_file,
+)
 
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
@@ -169,6 +175,8 @@ def test_set_rejects_non_str_entries(data):
         (b"\x0c", "wire type 4 \\(group\\)"),
         (b"\x0e", "invalid protobuf wire type 6"),
         (b"\x00\x01", "field number 0"),
+        (b"\x80\x80\x80\x80\x10\x00", "field number 536870912"),  # over protobuf's 2**29 - 1
+        (b"\x0f", "invalid protobuf wire type 7"),
         (b"\x70\x01", "field 14.*wire type 0"),
         (b"\x72\x04\x0a\x05abc", "past the end"),  # entry's key runs past the entry
         (b"\x72\x03\x0a\x01\xff", "not UTF-8"),
@@ -197,6 +205,42 @@ def test_set_metadata_file_writes_a_copy(tmp_path, data):
     assert read_metadata(dst.read_bytes()) == dict(BASE_META) | {"k": "v"}
     assert src.read_bytes() == data
     assert [p.name for p in dst.parent.iterdir()] == ["stamped.onnx"]  # no temp left behind
+
+
+def test_set_metadata_file_copies_the_mapped_source_in_chunks(tmp_path, data, monkeypatch):
+    src = tmp_path / "model.onnx"
+    src.write_bytes(data)
+    monkeypatch.setattr(onnx_metadata, "_COPY_CHUNK", 7)  # many chunks, none aligned with a field
+    dst = set_metadata_file(src, tmp_path / "stamped.onnx", {"author": "x", "k": "v"})
+    assert dst.read_bytes() == set_metadata(data, {"author": "x", "k": "v"})
+
+
+def test_read_metadata_file_matches_the_bytes(tmp_path, data):
+    src = tmp_path / "model.onnx"
+    src.write_bytes(data)
+    assert read_metadata_file(src) == read_metadata(data) == dict(BASE_META)
+    src.write_bytes(b"\x72\x05ab")
+    with pytest.raises(ArtifactError, match=r"model\.onnx: not a well-formed ONNX file \(.*past the end"):
+        read_metadata_file(src)
+    with pytest.raises(ArtifactError, match=r"missing\.onnx: cannot read it"):
+        read_metadata_file(tmp_path / "missing.onnx")
+
+
+@pytest.mark.parametrize(("size", "match"), [
+    (3 * 2**30, r"3\.0 GiB, over the 2 GiB .*refused before reading it"),  # sparse: no disk used
+    (0, r"empty file \(0 bytes\)"),
+    (4 * 2**20, r"not a well-formed ONNX file \(malformed protobuf at byte 0: field number 0\)"),
+])
+def test_huge_empty_and_zero_files_are_refused_at_once(tmp_path, size, match):
+    src = tmp_path / "big.onnx"
+    src.touch()
+    os.truncate(src, size)
+    with pytest.raises(ArtifactError, match=rf"big\.onnx: {match}") as info:
+        read_metadata_file(src)
+    assert "\n" not in str(info.value)
+    with pytest.raises(ArtifactError, match=rf"big\.onnx: {match}"):
+        set_metadata_file(src, tmp_path / "out.onnx", {"k": "v"})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["big.onnx"]
 
 
 def test_set_metadata_file_refuses_its_input(tmp_path, data):

