@@ -53,7 +53,9 @@ class SymnetsGroup(_FlagsWithoutType, TyperGroup):
             command = getattr(getattr(err, "ctx", None), "command_path", None)
             typer.echo(f"error: {message}" + (f" (see '{command} --help')" if command else ""), err=True)
             code = err.exit_code
-        except typer.Abort:
+        except typer.Abort as err:
+            if isinstance(err.__cause__, EOFError):  # click turns any EOFError into Abort; we prompt for nothing, so it is a bug
+                raise err.__cause__
             typer.echo("error: aborted", err=True)
             code = 1
         if not standalone_mode:
@@ -88,26 +90,49 @@ def is_rank_zero() -> bool:
 def fail(err: SymnetsError) -> typer.Exit:
     """Print one line for a user-fixable error and return the matching Exit to raise.
 
-    Of several training processes, only rank 0 reports an interruption (they all stop together).
+    A process of ``train --nproc N`` leaves its error to the launcher, which prints it once for all;
+    of processes started by hand with torchrun, only rank 0 reports an interruption (they all stop together).
     """
+    from symnets_deploy.cli.launch import record_error
     from symnets_deploy.errors import Interrupted
 
-    if not isinstance(err, Interrupted) or is_rank_zero():
+    if not record_error(err) and str(err) and (not isinstance(err, Interrupted) or is_rank_zero()):
         typer.echo(f"error: {err}", err=True)
     return typer.Exit(code=err.exit_code)
 
 
 def handle_errors(command: Callable) -> Callable:
-    """Map ``SymnetsError`` to its exit code; nothing else is caught."""
+    """Map ``SymnetsError`` to its exit code, and a file-system failure (disk full, read-only, no
+    permission) to one line naming the path (``StorageError``, exit 9); nothing else is caught."""
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
+        import signal
+
+        from symnets_deploy.errors import Interrupted, StorageError
+
         try:
             return command(*args, **kwargs)
         except SymnetsError as err:
             raise fail(err) from None
+        except BrokenPipeError:
+            _silence_stdout()  # the reader went away (`| head`): not an error, and nothing more to say
+            return None
+        except OSError as err:
+            raise fail(StorageError.from_os_error(err)) from None
+        except KeyboardInterrupt:
+            raise fail(Interrupted("interrupted (SIGINT); files are written whole or not at all, so every output already there is complete", signal.SIGINT)) from None
 
     return wrapper
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null, so the interpreter's last flush into a closed pipe raises nothing."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):
+        pass  # not a real file descriptor (a test runner's buffer)
 
 
 def _version(value: bool) -> None:

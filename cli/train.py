@@ -68,14 +68,15 @@ def train(
     """
     import time
 
-    from symnets_deploy.cli.progress import TrainProgress, console
-    from symnets_deploy.errors import UsageError
+    import signal
+
+    from symnets_deploy.cli.progress import console
+    from symnets_deploy.errors import EquivalenceError, Interrupted, UsageError
     from symnets_deploy.train.config import TrainConfig, resumed_config
     from symnets_deploy.train.run_folder import make_run_folder, new_run_folder
     from symnets_deploy.train.trainer import train as run_training
 
-    if nproc > 1 and "WORLD_SIZE" not in os.environ:
-        raise typer.Exit(_launch(nproc, needs_out=out is None and resume is None))
+    launcher = nproc > 1 and "WORLD_SIZE" not in os.environ
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and out is None and resume is None:
         raise UsageError("with several processes give --out, so that all of them write to one run folder ('symnets train --nproc N' picks one)")
     started = time.perf_counter()
@@ -100,19 +101,51 @@ def train(
         if missing:
             raise UsageError(f"missing {', '.join(missing)} (or --resume RUN to continue a run)")
         config = TrainConfig(**values)
-        if out is None:
-            make_run_folder(Path(config.out))
     if overwrite and resume is not None:
         raise UsageError("--overwrite starts a new run; --resume continues one: give only one")
+    if launcher:
+        from symnets_deploy.cli.launch import check_processes, command_line, launch
+
+        check_processes(nproc, config.device, config.batch_size)
+        args = command_line(ctx)
+        if out is None and resume is None:  # one new run folder for all processes, chosen here
+            args += ["--out", str(make_run_folder(Path(config.out)))]
+        launch(nproc, args, Path(config.out))
+        return
+    if out is None and resume is None:
+        make_run_folder(Path(config.out))
     finished = []
-    result = run_training(config, TrainProgress(), resume=resume is not None, overwrite=overwrite, on_finished=finished.append)
+    result = _run(run_training, config, resume=resume is not None, overwrite=overwrite, on_finished=finished.append)
     if not is_rank_zero():
         return  # rank 0 prints, exports and reports
     typer.echo(result_line(result))
-    if exports and finished:
-        _export_after_training(exports, finished[0], Path(config.out), started)
+    run = Path(config.out)
+    try:
+        if exports and finished:
+            _export_after_training(exports, finished[0], run, started)
+    except KeyboardInterrupt:
+        raise Interrupted(f"SIGINT during the export: the run is complete and saved in {run} (last.pt), with each artifact that "
+                          f"passed its check; export again with: symnets export {run}", signal.SIGINT) from None
+    except EquivalenceError:
+        if config.report and finished:  # a failed check still gets the report of the run
+            _report(run)
+        raise
     if config.report and finished:
-        _report(Path(config.out))
+        _report(run)
+
+
+def _run(run_training, config, **options):
+    """Train; in a process of ``--nproc N``, losing another process is one line (the launcher names which), not a traceback."""
+    from symnets_deploy.cli.progress import TrainProgress
+    from symnets_deploy.errors import ProcessLost
+    from symnets_deploy.train.distributed import lost_peer
+
+    try:
+        return run_training(config, TrainProgress(), **options)
+    except RuntimeError as exc:
+        if not lost_peer(exc):
+            raise
+        raise ProcessLost(f"{config.out}: lost contact with another training process ({lost_peer(exc)})") from None
 
 
 def result_line(result) -> str:
@@ -139,36 +172,10 @@ def _report(run: Path) -> None:
         return
 
     console.log("drawing the report (curves, label-free scores, t-SNE)")
-    typer.echo(f"report: {write_run_report(run).html}")
-
-
-def _launch(nproc: int, needs_out: bool) -> int:
-    """Run this same command in ``nproc`` processes with torch's elastic launcher (what torchrun runs).
-
-    The processes find each other on this machine (``--standalone``); each runs ``symnets train``
-    with the arguments given here, minus ``--nproc``. Returns the exit code of the first process that
-    failed (its own ``error:`` line is already printed), 0 when all finished.
-    """
-    import sys
-
-    from torch.distributed.elastic.multiprocessing.api import SignalException
-    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
-    from torch.distributed.run import main as torchrun
-
-    args = sys.argv[sys.argv.index("train") + 1:] if "train" in sys.argv else []
-    args = [a for i, a in enumerate(args) if a != "--nproc" and not a.startswith("--nproc=") and (i == 0 or args[i - 1] != "--nproc")]
-    if needs_out:  # one new run folder for all processes, chosen here
-        from symnets_deploy.train.run_folder import make_run_folder, new_run_folder
-
-        args += ["--out", str(make_run_folder(new_run_folder()))]
-    try:
-        torchrun(["--standalone", "--nproc-per-node", str(nproc), "-m", "symnets_deploy.cli", "train", *args])
-    except ChildFailedError as exc:
-        codes = [failure.exitcode for failure in exc.failures.values()]
-        return next((c for c in codes if c > 0), 1)
-    except SignalException as exc:  # Ctrl-C / SIGTERM: the processes checkpointed and said how to resume
-        return 128 + int(exc.sigval)
-    return 0
+    done = write_run_report(run)
+    for line in done.problems:
+        typer.echo(f"warning: {line}", err=True)
+    typer.echo(f"report: {done.html}")
 
 
 def _export_plan(text: Optional[str]):

@@ -60,8 +60,38 @@ class TrainingDiverged(SymnetsError):
     exit_code = 8
 
 
+class StorageError(SymnetsError):
+    """The file system refused a read or a write (disk full, read-only, no permission, a file where a
+    folder belongs); the message names the path and the cause."""
+
+    exit_code = 9
+
+    @classmethod
+    def from_os_error(cls, err: OSError, path: object = None) -> "StorageError":
+        """One line from an ``OSError``: the path (``path``, else the error's own file name) and the cause."""
+        path = path if path is not None else err.filename if err.filename is not None else "a file"
+        cause = err.strerror or str(err) or type(err).__name__
+        hint = _STORAGE_HINTS.get(err.errno, "")
+        return cls(f"{path}: {cause}{hint}")
+
+
+_STORAGE_HINTS = {
+    28: " (the disk is full: free space or write elsewhere)",
+    30: " (a read-only file system: write elsewhere)",
+    13: " (no permission: write elsewhere or change its permissions)",
+    122: " (disk quota exceeded)",
+}
+
+
+class ProcessLost(SymnetsError):
+    """``train --nproc N``: one of the training processes died (killed, out of memory), so all stopped."""
+
+    exit_code = 10
+
+
 class Interrupted(SymnetsError):
-    """Training stopped by SIGINT or SIGTERM after writing a checkpoint; exit 128 + signal (130, 143)."""
+    """Training stopped by SIGINT, SIGTERM or SIGHUP (after writing a checkpoint once training has
+    begun); exit 128 + signal (130, 143, 129)."""
 
     def __init__(self, message: str, signum: int) -> None:
         super().__init__(message)

@@ -15,6 +15,7 @@ TARGET_EVALUATION = "target_evaluation.json"  # confusion matrix of the deployed
 FEATURES_BEFORE, FEATURES_AFTER = "features_before.npz", "features_after.npz"  # the report's t-SNE
 KEPT_DIR = "checkpoints"  # weights kept every --keep-every iterations: the candidates of ``symnets select``
 REPORT_DIR = "report"
+TRAIN_LOCK = ".train.lock"  # the pid of the process training in the folder (one writer per run)
 
 #: The figures and page ``symnets report`` writes into ``REPORT_DIR``.
 REPORT_FILES = ("report.html", "curves.png", "label_free.png", "scores_vs_accuracy.png", "confusion.png", "tsne.png")

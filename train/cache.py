@@ -10,12 +10,13 @@ from __future__ import annotations
 import hashlib
 import os
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import numpy as np
 import torch
 
 from symnets_deploy.atomic import atomic_write
+from symnets_deploy.errors import StorageError
 from symnets_deploy.host import cache_root
 from symnets_deploy.train.data import MAX_ASPECT, DecodedDomain, Domain, decode_domain
 
@@ -44,8 +45,13 @@ def cache_file(domain: Domain, resize: int, cache_dir: Path) -> Path:
     return Path(cache_dir) / f"{domain.name}-{folder}-{cache_key(domain, resize)[:32]}.npz"
 
 
-def load_or_decode(domain: Domain, resize: int, *, threads: int = 0, cache_dir: Optional[Path] = None) -> tuple[DecodedDomain, bool]:
+def load_or_decode(
+    domain: Domain, resize: int, *, threads: int = 0, cache_dir: Optional[Path] = None, warn: Callable[[str], None] = lambda _: None,
+) -> tuple[DecodedDomain, bool]:
     """The decoded domain, from the cache when its key matches, else decoded and cached.
+
+    The cache only saves time: when it cannot be written (full disk, read-only, no permission),
+    ``warn`` is told why and the decoded domain is returned all the same.
 
     Args:
         cache_dir: cache folder; None disables caching.
@@ -64,9 +70,12 @@ def load_or_decode(domain: Domain, resize: int, *, threads: int = 0, cache_dir: 
             path.unlink(missing_ok=True)  # a damaged entry is rebuilt, never trusted
     decoded = decode_domain(domain, resize, threads)
     prefix = path.name.rsplit("-", 1)[0] + "-"
-    for stale in Path(cache_dir).glob(prefix + "*.npz"):
-        stale.unlink(missing_ok=True)
-    atomic_write(path, lambda tmp: _save(tmp, decoded))
+    try:
+        for stale in Path(cache_dir).glob(prefix + "*.npz"):
+            stale.unlink(missing_ok=True)
+        atomic_write(path, lambda tmp: _save(tmp, decoded))
+    except OSError as exc:
+        warn(f"decoded images not cached ({StorageError.from_os_error(exc, exc.filename or cache_dir)}); training goes on, and the next run decodes again (--no-cache skips the cache)")
     return decoded, False
 
 

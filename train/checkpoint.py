@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import pickle
 from pathlib import Path
 from typing import Any
@@ -22,8 +23,45 @@ CHECKPOINT_FORMAT = "symnets-checkpoint/1"
 
 
 def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
-    """Write a checkpoint atomically (temp file + rename)."""
-    atomic_write(path, lambda tmp: torch.save({"format": CHECKPOINT_FORMAT, **payload}, tmp))
+    """Write a checkpoint atomically (temp file + rename); a full disk is an ``OSError`` naming its cause."""
+    def write(tmp: Path) -> None:
+        with _Sink(tmp) as sink:
+            try:
+                torch.save({"format": CHECKPOINT_FORMAT, **payload}, sink)
+            except RuntimeError:
+                if sink.error is not None:  # torch's zip writer turns some write errors into a RuntimeError about positions
+                    raise sink.error from None
+                raise
+
+    atomic_write(path, write)
+
+
+class _Sink:
+    """An unbuffered file for ``torch.save`` that remembers the first write error (full disk, quota, I/O)."""
+
+    def __init__(self, path: Path) -> None:
+        self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+        self.error: OSError | None = None
+
+    def write(self, data) -> int:
+        view = memoryview(data).cast("B")
+        done = 0
+        try:
+            while done < len(view):
+                done += os.write(self.fd, view[done:])
+        except OSError as exc:
+            self.error = self.error or exc
+            raise
+        return len(view)
+
+    def flush(self) -> None:
+        pass
+
+    def __enter__(self) -> "_Sink":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        os.close(self.fd)
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
@@ -72,6 +110,14 @@ def build_model(config: TrainConfig, num_classes: int, *, weights: Any = "config
     return SymNet(backbone, spec.feat_dim, num_classes, spec.mean, spec.std, symmetric=config.method == Method.symnets)
 
 
+def checkpoint_card(ckpt: dict[str, Any], path: Path) -> ModelCard:
+    """The checkpoint's model card, validated; an invalid one is an ``ArtifactError`` naming the file."""
+    try:
+        return ModelCard.from_dict(ckpt["card"])
+    except ArtifactError as exc:
+        raise ArtifactError(f"{path}: {exc}") from None
+
+
 def model_from_checkpoint(path: Path) -> tuple[SymNet, ModelCard, TrainConfig]:
     """Rebuild the trained network (eval mode, CPU) with its card and config.
 
@@ -79,7 +125,7 @@ def model_from_checkpoint(path: Path) -> tuple[SymNet, ModelCard, TrainConfig]:
         ArtifactError: the checkpoint is invalid or its weights do not fit its config.
     """
     ckpt = load_checkpoint(path)
-    card = ModelCard.from_dict(ckpt["card"])
+    card = checkpoint_card(ckpt, path)
     config = TrainConfig.from_saved(ckpt["config"])
     model = build_model(config, card.num_classes, weights=None)
     try:
@@ -97,7 +143,7 @@ def describe_checkpoint(path: Path) -> dict[str, Any]:
     ckpt = load_checkpoint(path)
     config = ckpt.get("config", {})
     facts = {**file_facts(path), "format": "checkpoint"}
-    facts.update(card_facts(ModelCard.from_dict(ckpt["card"])))
+    facts.update(card_facts(checkpoint_card(ckpt, path)))
     facts["run"] = {
         "run_id": ckpt.get("run_id"), "iteration": f"{int(ckpt.get('iteration', 0))} of {config.get('iterations', '?')}",
         "batch_size": config.get("batch_size"), "seed": config.get("seed"), "data_root": config.get("data_root"),

@@ -38,16 +38,26 @@ class World:
         return self.size > 1
 
     @staticmethod
+    def size_from_env() -> int:
+        """The number of training processes torchrun started (1 without it)."""
+        return int(os.environ.get("WORLD_SIZE", "1"))
+
+    @staticmethod
+    def rank_from_env() -> int:
+        """This process's rank as torchrun numbers it (0 without it), before the group is joined."""
+        return int(os.environ.get("RANK", "0"))
+
+    @staticmethod
     def from_env(device_type: str) -> "World":
         """Join the process group torchrun describes in the environment (a world of one without it).
 
         Args:
             device_type: ``"cuda"`` (NCCL, one GPU per local rank) or ``"cpu"`` (gloo).
         """
-        size = int(os.environ.get("WORLD_SIZE", "1"))
+        size = World.size_from_env()
         if size <= 1:
             return World()
-        world = World(int(os.environ["RANK"]), size, int(os.environ.get("LOCAL_RANK", "0")))
+        world = World(World.rank_from_env(), size, int(os.environ.get("LOCAL_RANK", "0")))
         if not dist.is_initialized():
             if device_type == "cuda":
                 torch.cuda.set_device(world.local_rank)
@@ -98,6 +108,25 @@ class World:
             gc.collect()  # a DistributedDataParallel dropped by the caller must not outlive its group
             dist.barrier()
             dist.destroy_process_group()
+
+
+#: What gloo and NCCL say when the process at the other end of a collective is gone.
+_PEER_GONE = ("Connection closed by peer", "Connection reset by peer", "Broken pipe", "NCCL communicator was aborted", "remote process exited")
+
+
+def lost_peer(exc: BaseException) -> str:
+    """The first line of ``exc`` when it says another training process went away (else "").
+
+    Collectives raise a plain ``RuntimeError`` (gloo) or a ``DistBackendError`` (NCCL) then; the
+    process that died is named by the launcher, so the others need no traceback.
+    """
+    if World.size_from_env() <= 1:
+        return ""
+    text = str(exc)
+    if isinstance(exc, getattr(dist, "DistError", ())) or any(marker in text for marker in _PEER_GONE):
+        first = (text.strip().splitlines() or [type(exc).__name__])[0]
+        return first.split("] ", 1)[-1][:160]  # without gloo's source-file prefix
+    return ""
 
 
 def wrap(objective: torch.nn.Module, world: World, device: torch.device) -> torch.nn.Module:

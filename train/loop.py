@@ -8,7 +8,6 @@ of several processes; ``train.trainer`` sets the run up before it and finishes i
 from __future__ import annotations
 
 import math
-import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -77,6 +76,7 @@ class RunState:
     last_eval: Optional[EvalResult] = None
     eval_seconds: float = 0.0
     seconds: dict[str, float] = field(default_factory=dict)
+    stop: StopRequest = field(default_factory=StopRequest)  # signals and a lost launcher (train.interrupt)
 
     def card(self, metrics: dict[str, Any] | None = None) -> ModelCard:
         return make_card(self.config, self.source.class_names, metrics)
@@ -167,43 +167,43 @@ def run_loop(run: RunState, src: D.DecodedDomain, tgt: Optional[D.DecodedDomain]
     run.reporter.start(config.iterations, run.start)
     window_t, window_start = time.perf_counter(), run.start
     sums: dict[str, torch.Tensor] = {}
-    with StopRequest() as stop:
-        for it in range(run.start, end):
-            p = progress(it, config.iterations)
-            lam = confusion_weight(p, config.lambda_gamma)
-            lrs = [annealed_lr(group["lr0"], p, config.lr_alpha, config.lr_beta) for group in optimizer.param_groups]
-            terms = step(*batch(it), lam, lrs)
-            for k, v in terms.items():
-                sums[k] = sums.get(k, 0) + v
-            done = it + 1
-            if done % max(1, config.log_every) == 0 or done == end:
-                if run.device.type == "cuda":
-                    torch.cuda.synchronize()
-                now = time.perf_counter()
-                n = done - window_start
-                record = {"iteration": done, "lambda": lam, "lr_head": lrs[0], "lr_backbone": lrs[1]}
-                record.update({k: float(v) / n for k, v in world.mean(sums).items()})
-                _stop_if_diverged(run, record, done)  # every rank sees the same means: all stop together
-                record["images_per_s"] = n * images_per_iter / max(now - window_t, 1e-9)
-                log.write(record)
-                run.reporter.advance(done, record)
-                sums, window_t, window_start = {}, now, done
-            due = (run.eval_every and done % run.eval_every == 0) or (config.keep_every and done % config.keep_every == 0)
-            if due and done != config.iterations and world.is_main:
-                before = time.perf_counter()
-                run.evaluate(done)
-                window_t += time.perf_counter() - before  # evaluation time stays out of images/s
-            if config.checkpoint_every and done % config.checkpoint_every == 0 and done != end:
-                run.checkpoint(done, {})
-            # Several ranks stop together: they agree every STOP_CHECK_EVERY iterations (a collective).
-            asked = stop.signum is not None
-            if world.distributed:
-                asked = world.any(asked, run.device) if done % STOP_CHECK_EVERY == 0 or done == end else False
-            if asked and done != end:
-                run.checkpoint(done, {})
-                run.reporter.stop()
-                name = signal.Signals(stop.signum or signal.SIGTERM).name
-                raise Interrupted(f"{name} at iteration {done} of {config.iterations}: checkpoint saved; continue with: symnets train --resume {run.out}", stop.signum or signal.SIGTERM)
+    stop = run.stop
+    stop.deferred = True  # from here on, a signal is answered with a checkpoint
+    for it in range(run.start, end):
+        p = progress(it, config.iterations)
+        lam = confusion_weight(p, config.lambda_gamma)
+        lrs = [annealed_lr(group["lr0"], p, config.lr_alpha, config.lr_beta) for group in optimizer.param_groups]
+        terms = step(*batch(it), lam, lrs)
+        for k, v in terms.items():
+            sums[k] = sums.get(k, 0) + v
+        done = it + 1
+        if done % max(1, config.log_every) == 0 or done == end:
+            if run.device.type == "cuda":
+                torch.cuda.synchronize()
+            now = time.perf_counter()
+            n = done - window_start
+            record = {"iteration": done, "lambda": lam, "lr_head": lrs[0], "lr_backbone": lrs[1]}
+            record.update({k: float(v) / n for k, v in world.mean(sums).items()})
+            _stop_if_diverged(run, record, done)  # every rank sees the same means: all stop together
+            record["images_per_s"] = n * images_per_iter / max(now - window_t, 1e-9)
+            log.write(record)
+            run.reporter.advance(done, record)
+            sums, window_t, window_start = {}, now, done
+        due = (run.eval_every and done % run.eval_every == 0) or (config.keep_every and done % config.keep_every == 0)
+        if due and done != config.iterations and world.is_main:
+            before = time.perf_counter()
+            run.evaluate(done)
+            window_t += time.perf_counter() - before  # evaluation time stays out of images/s
+        if config.checkpoint_every and done % config.checkpoint_every == 0 and done != end:
+            run.checkpoint(done, {})
+        # Several ranks stop together: they agree every STOP_CHECK_EVERY iterations (a collective).
+        asked = stop.asked
+        if world.distributed:
+            asked = world.any(asked, run.device) if done % STOP_CHECK_EVERY == 0 or done == end else False
+        if asked and done != end:
+            run.checkpoint(done, {})
+            run.reporter.stop()
+            raise Interrupted(f"{stop.reason()} at iteration {done} of {config.iterations}: checkpoint saved; continue with: symnets train --resume {run.out}", stop.exit_signal())
     if run.device.type == "cuda":
         torch.cuda.synchronize()
     fallback = getattr(step, "fallback", None)

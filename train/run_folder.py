@@ -4,6 +4,7 @@ only continues a checkpoint written by the same run, on the same classes (DESIGN
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -12,9 +13,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from symnets_deploy.atomic import atomic_write
+from symnets_deploy.atomic import atomic_write, exclusive
 from symnets_deploy.errors import UsageError
-from symnets_deploy.run_files import CHECKPOINT, CONFIG, FILES, KEPT_DIR, REPORT_DIR, REPORT_FILES, SPLIT
+from symnets_deploy.run_files import CHECKPOINT, CONFIG, FILES, KEPT_DIR, REPORT_DIR, REPORT_FILES, SPLIT, TRAIN_LOCK
+from symnets_deploy.run_reading import read_metrics
 from symnets_deploy.train.config import DEFAULTS, LEGACY, SPEED_ONLY, same_setting
 
 #: Config fields that may differ between a checkpoint and the run continuing it.
@@ -26,7 +28,8 @@ def claim_new_run(out: Path, *, overwrite: bool = False) -> str:
 
     A run is recognised by our own record only: a ``config.json`` with a ``run_id`` (or a ``last.pt``).
     ``overwrite`` then removes exactly the files a run writes, by name, and the sub-folders we made
-    when nothing else is left in them; a user's own files stay.
+    when nothing else is left in them; a user's own files stay. A start that never reached its first
+    checkpoint (killed while decoding, say) is no run to continue: it is replaced without ``overwrite``.
 
     Raises:
         UsageError: ``out`` holds a run and ``overwrite`` is off (the message names the three ways
@@ -37,16 +40,57 @@ def claim_new_run(out: Path, *, overwrite: bool = False) -> str:
         return uuid.uuid4().hex[:12]
     if (out / CONFIG).exists() and not is_run_config(out / CONFIG):
         raise UsageError(f"{out}: holds a config.json that is not a symnets run's; choose another --out (nothing was changed)")
-    if not overwrite:
+    if not overwrite and not unfinished_start(out):
         raise UsageError(
             f"{out}: holds another run ({', '.join(held)}); continue it with --resume {out}, "
             "replace it with --overwrite, or choose another --out"
         )
+    remove_run_files(out)
+    return uuid.uuid4().hex[:12]
+
+
+def unfinished_start(out: Path) -> bool:
+    """Whether ``out`` holds a run that stopped before its first checkpoint (nothing to resume)."""
+    return is_run_config(out / CONFIG) and not (out / CHECKPOINT).exists()
+
+
+def remove_run_files(out: Path) -> None:
+    """Delete every file a run writes in ``out``, by name (and the sub-folders we made, once empty of ours)."""
     for name in FILES:
         (out / name).unlink(missing_ok=True)
     _remove_ours(out / REPORT_DIR, lambda p: p.name in REPORT_FILES)
     _remove_ours(out / KEPT_DIR, lambda p: KEPT_NAME.match(p.name) is not None)
-    return uuid.uuid4().hex[:12]
+
+
+def undo_start(out: Path, *, claimed: bool, was_empty: bool) -> None:
+    """Leave ``out`` as it was after a new run failed or was interrupted before its first checkpoint.
+
+    Args:
+        claimed: the start had claimed the folder (``claim_new_run``), so the run files in it are its own.
+        was_empty: the folder was empty or absent when the start began; it goes if nothing else came in,
+            and a ``latest`` link to it points back to the newest run left beside it (or goes).
+    """
+    if claimed:
+        remove_run_files(out)
+    if not was_empty:
+        return
+    try:
+        out.rmdir()
+    except OSError:
+        return  # something else is in it
+    link = out.parent / "latest"
+    if link.is_symlink() and os.path.normpath(out.parent / os.readlink(link)) == os.path.normpath(out):
+        runs = sorted(p for p in out.parent.iterdir() if not p.is_symlink() and (p / CHECKPOINT).is_file())
+        if not (runs and point_latest(runs[-1])):
+            link.unlink(missing_ok=True)
+
+
+def run_lock(out: Path, main: bool):
+    """Held by the process that trains in ``out`` (rank 0 of several): a second writer is refused, a dead one's
+    lock is taken over. The other ranks hold nothing; they follow rank 0."""
+    if not main:
+        return contextlib.nullcontext()
+    return exclusive(out, "training in", lock=out / TRAIN_LOCK)
 
 
 #: Names of kept checkpoints (``kept_path``).
@@ -192,18 +236,10 @@ class MetricsLog:
         self.evaluations: list[dict[str, Any]] = []
         if path is None:
             return
-        kept = []
-        if resume_at and path.exists():
-            for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError:
-                    continue  # the last line, torn by a kill in the middle of its write
-                if record.get("iteration", 0) <= resume_at:
-                    kept.append(line)
-                    if "label_free" in record:
-                        self.evaluations.append(record)
-        atomic_write(path, lambda tmp: tmp.write_text("".join(line + "\n" for line in kept), encoding="utf-8"))
+        # a line torn by a kill in the middle of its write, or garbage, is dropped with the records past the resume point
+        kept = [r for r in read_metrics(path).records if r["iteration"] <= resume_at] if resume_at and path.exists() else []
+        self.evaluations = [r for r in kept if "label_free" in r]
+        atomic_write(path, lambda tmp: tmp.write_text("".join(json.dumps(r) + "\n" for r in kept), encoding="utf-8"))
 
     @classmethod
     def discard(cls) -> "MetricsLog":

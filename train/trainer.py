@@ -9,6 +9,7 @@ label-free scores always, target accuracy only where the target has class folder
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -18,7 +19,7 @@ import torch
 
 from symnets_deploy.card import ModelCard
 from symnets_deploy.enums import DataOn, Device, Method, TargetLabels
-from symnets_deploy.errors import UsageError
+from symnets_deploy.errors import Interrupted, TrainingDiverged, UsageError
 from symnets_deploy.evaluation import summarize
 from symnets_deploy.preprocess import PreprocessConfig
 from symnets_deploy.run_files import CHECKPOINT, CONFIG, FEATURES_AFTER, FEATURES_BEFORE, LABELED, METRICS, SUMMARY, TARGET_EVALUATION, UNLABELED, target_labels_line
@@ -34,7 +35,10 @@ from symnets_deploy.train.features import write_features
 from symnets_deploy.train.loop import Reporter, RunState, images_per_iteration, run_loop
 from symnets_deploy.train.model import SymNet
 from symnets_deploy.train.placement import data_location, select_data_path
-from symnets_deploy.train.run_folder import MetricsLog, check_resume, check_split, claim_new_run, write_json
+from symnets_deploy.train.interrupt import StopRequest
+from symnets_deploy.train.run_folder import (
+    MetricsLog, check_resume, check_split, claim_new_run, run_lock, undo_start, unfinished_start, write_json,
+)
 from symnets_deploy.train.step import Objective, make_optimizer
 
 __all__ = ["Reporter", "TrainResult", "Trained", "make_card", "resolve_device", "train"]
@@ -102,12 +106,17 @@ def resolve_device(name: str) -> torch.device:
     return torch.device("cuda")
 
 
-def _open_run(config: TrainConfig, reporter: Reporter, resume: bool, overwrite: bool) -> RunState:
-    """Device, processes, domains and split, model and optimizer; the run folder claimed or its checkpoint restored."""
+def _open_run(config: TrainConfig, reporter: Reporter, resume: bool, overwrite: bool, stop: StopRequest, claimed: list) -> RunState:
+    """Device, processes, domains and split, model and optimizer; the run folder claimed or its checkpoint restored.
+
+    ``claimed`` gets True once a new run has claimed its folder (what a failed start then removes).
+    """
     out = Path(config.out)
-    out.mkdir(parents=True, exist_ok=True)
+    if resume and not (out / CHECKPOINT).exists() and unfinished_start(out):
+        raise UsageError(f"{out}: the run stopped before its first checkpoint, so there is nothing to resume; start it again without --resume")
     device = resolve_device(config.device)
     world = World.from_env(device.type)
+    world.shard(config.batch_size)  # a batch the processes cannot share is refused before any data is read
     if world.distributed and device.type == "cuda":
         device = torch.device("cuda", world.local_rank)
     if not world.is_main:
@@ -123,7 +132,7 @@ def _open_run(config: TrainConfig, reporter: Reporter, resume: bool, overwrite: 
     model = build_model(config, len(source.class_names)).to(device, memory_format=placement.memory_format())
     objective = wrap(Objective(model, config), world, device) if world.distributed else None  # SyncBatchNorm on CUDA first
     optimizer = make_optimizer(model, config, fused=device.type == "cuda" and config.cuda_graph and not world.distributed)
-    run = RunState(config, reporter, out, device, world, placement, source, train_source, source_val, target, model, objective, optimizer)
+    run = RunState(config, reporter, out, device, world, placement, source, train_source, source_val, target, model, objective, optimizer, stop=stop)
     if resume:
         ckpt = load_checkpoint(out / CHECKPOINT)
         run.run_id = check_resume(out, ckpt, config.to_dict(), source.class_names)  # before weights that may not fit
@@ -134,6 +143,7 @@ def _open_run(config: TrainConfig, reporter: Reporter, resume: bool, overwrite: 
         restore_rng(ckpt["rng"])
     else:
         run.run_id = claim_new_run(out, overwrite=overwrite) if world.is_main else None
+        claimed.append(True)
     run.run_id = world.broadcast(run.run_id)
     if world.is_main:
         write_json(out / CONFIG, {**config.to_dict(), "run_id": run.run_id, "world_size": world.size})
@@ -154,8 +164,15 @@ def _decode(run: RunState):
     run.reporter.stage(f"decoding {len(run.train_source.samples)} source and {len(run.target.samples)} target images ({placement.name} data path)")
     resize = D.train_resize(config.image_size)
     cache_dir = (Path(config.cache_dir) if config.cache_dir else default_cache_dir()) if config.cache else None
-    src = load_or_decode(run.train_source, resize, threads=config.threads, cache_dir=cache_dir)[0]
-    tgt = load_or_decode(run.target, resize, threads=config.threads, cache_dir=cache_dir)[0] if config.method == Method.symnets else None
+    warned: set[str] = set()
+
+    def warn_once(text: str) -> None:  # one cache problem, one line (not one per domain)
+        if not warned:
+            run.reporter.warn(text)
+        warned.add(text)
+
+    src = load_or_decode(run.train_source, resize, threads=config.threads, cache_dir=cache_dir, warn=warn_once)[0]
+    tgt = load_or_decode(run.target, resize, threads=config.threads, cache_dir=cache_dir, warn=warn_once)[0] if config.method == Method.symnets else None
     needed = sum(d.images.numel() for d in (src, tgt) if d is not None)
     location = data_location(run.device, needed, config.data_on)
     if run.device.type == "cuda":
@@ -209,8 +226,35 @@ def train(
     Raises:
         UsageError: bad data or device; ArtifactError: unreadable checkpoint on resume.
     """
+    out = Path(config.out)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"{out}: is a file, not a folder; --out names the run's folder")
+    was_empty = not out.exists() or not any(out.iterdir())
+    out.mkdir(parents=True, exist_ok=True)
+    main = World.rank_from_env() == 0
+    parent = os.getppid() if World.size_from_env() > 1 else None  # workers stop when their launcher dies
+    claimed: list = []
+    started = False  # the folder is ours (locked): only then may a failure undo what the start wrote
+    try:
+        with run_lock(out, main), StopRequest(parent) as stop:
+            started = True
+            final = _train(config, reporter or Reporter(), resume, overwrite, stop_at, on_finished, stop, claimed)
+    except BaseException as exc:
+        # A diverged run keeps its metrics.jsonl to read; a next run in the folder replaces it (claim_new_run).
+        if started and main and not resume and not (out / CHECKPOINT).exists() and not isinstance(exc, TrainingDiverged):
+            undo_start(out, claimed=bool(claimed), was_empty=was_empty)
+        raise
+    if stop.signum is not None:  # came after the last iteration: the run finished and is saved
+        raise Interrupted(f"{stop.reason()} after the last iteration: the run is complete and saved in {out}; "
+                          f"its export and report were skipped (symnets export {out}, symnets report {out})", stop.signum)
+    return final
+
+
+def _train(config: TrainConfig, reporter: Reporter, resume: bool, overwrite: bool, stop_at: Optional[int],
+           on_finished: Optional[Callable[[Trained], None]], stop: StopRequest, claimed: list) -> TrainResult:
+    """``train`` with the folder locked and signals watched."""
     clock = time.perf_counter()
-    run = _open_run(config, reporter or Reporter(), resume, overwrite)
+    run = _open_run(config, reporter, resume, overwrite, stop, claimed)
     run.seconds["setup"] = time.perf_counter() - clock
     src, tgt, location = _decode(run)
     run.seconds["decode"] = time.perf_counter() - clock - run.seconds["setup"]

@@ -41,7 +41,7 @@ def _wait_for_training(out: Path, proc: subprocess.Popen, timeout: float = 120.0
         time.sleep(0.1)
 
 
-@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143), (signal.SIGHUP, 129)])
 def test_a_signal_saves_a_checkpoint_and_resume_finishes_the_run(shapes_root, tmp_path, sig, code):
     out = tmp_path / "run"
     proc = _train(shapes_root, out)  # default options: no periodic checkpoints

@@ -66,7 +66,26 @@ def test_predict_to_an_output_another_predict_is_writing_exits_2(tmp_path: Path,
     assert "another process" in error_line(result, 2) and not out.exists()
 
 
-def test_an_output_folder_that_cannot_be_written_is_a_usage_error() -> None:
-    with pytest.raises(UsageError, match="/proc/preds.csv: cannot write there"):
+def test_an_output_folder_that_cannot_be_written_is_a_storage_error() -> None:
+    from symnets_deploy.errors import StorageError
+
+    with pytest.raises(StorageError, match="^/proc/preds.csv: No such file or directory$"):
         with exclusive(Path("/proc/preds.csv")):
             pass
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads process states from /proc (Linux)")
+def test_a_lock_held_by_a_zombie_is_taken_over(tmp_path) -> None:
+    """A process killed after its parent died stays a zombie where init does not reap; it holds nothing."""
+    import time
+
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    deadline = time.monotonic() + 60
+    while Path(f"/proc/{child.pid}/stat").read_bytes().rsplit(b")", 1)[-1].split()[0] != b"Z":  # exited, not reaped
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    out = tmp_path / "preds.csv"
+    (tmp_path / "preds.csv.lock").write_text(str(child.pid))
+    with exclusive(out):
+        assert (tmp_path / "preds.csv.lock").read_text() == str(os.getpid())
+    child.wait()
