@@ -67,7 +67,7 @@ def demo(
     result = train(TrainConfig(**common, out=str(out / "run")), TrainProgress(), overwrite=True)
     clock = stage("train SymNets", clock)
     console.log("4/6 exporting to ONNX and checking it against PyTorch on the street images")
-    exported = run_export(ExportConfig(checkpoint=str(out / "run" / "last.pt"), output=str(out / "model.onnx")))
+    exported = run_export(ExportConfig(checkpoint=str(out / "run" / "last.pt")))  # run/model.onnx: the report lists the run's artifacts
     clock = stage("export + check", clock)
     console.log("5/6 predicting every street image through ONNX Runtime")
     paths = scan_folder(data / "street")
@@ -80,7 +80,7 @@ def demo(
     report = None
     if extra_installed():
         console.log("6/6 drawing the report of the SymNets run")
-        report = write_run_report(out / "run").html
+        report = write_run_report(out / "run", compare=[out / "run_source_only"]).html  # the table below, on the page too
         clock = stage("report", clock)
     correct = sum(p.label == Path(p.path).parent.name for p in predictions)
     check = exported.report.comparisons[0].outputs["logits"]
@@ -94,7 +94,7 @@ def demo(
         f"ONNX check: {'passed' if exported.report else 'FAILED'} on {exported.report.num_images} images (max |logit diff| {check.max_abs:.1e}, top-1 agreement {100 * check.top1_agree:.1f} %)",
         f"ONNX Runtime predictions: {correct}/{len(predictions)} correct, {rate:.0f} images/s (decode + preprocess + inference, CPU)",
         "seconds: " + ", ".join(f"{name} {value:.1f}" for name, value in seconds.items()) + f" | total {time.perf_counter() - started:.1f}",
-        f"wrote: {out / 'run'} (SymNets run), {out / 'run_source_only'}, {exported.artifact}, {out / 'predictions.csv'}"
+        f"wrote: {out / 'run'} (SymNets run, with {exported.artifact.name}), {out / 'run_source_only'}, {out / 'predictions.csv'}"
         + (f", {report}" if report else " (no report: pip install 'symnets-deploy[report]')"),
     ]
     typer.echo("\n".join(lines))

@@ -7,6 +7,7 @@ from typing import Optional
 
 import typer
 
+from symnets_deploy.cli import options
 from symnets_deploy.cli.main import command, handle_errors
 from symnets_deploy.export.calibration import DEFAULT_MAX_IMAGES
 from symnets_deploy.export.int8 import DEFAULT_CALIBRATION_SIZE
@@ -47,6 +48,10 @@ def export(
         max_images=max_images, min_batch=min_batch, opt_batch=opt_batch, max_batch=max_batch, opset=opset,
         workspace_mib=workspace_mib, timing_cache=str(timing_cache) if timing_cache else None, calibration_size=calibration_size,
     )
+    if checkpoint is not None:  # after the options are checked, before anything loads: a typo is exit 2, one line
+        options.named_checkpoint(checkpoint)
+    if from_onnx is not None:
+        options.named_model(from_onnx, "ONNX file")
     result = run_export(config, stage=console.log)
     typer.echo(result.report.table())
     for line in result.accuracy_lines():

@@ -19,7 +19,7 @@ def info(
 ) -> None:
     """Say what a model file is, or what this machine can run.
 
-    For a file: format, precision, classes, preprocessing, backbone, method, source -> target, training accuracy, package version and sha256 (for a .plan also its sidecar's TensorRT version, GPU and batch profile).
+    For a file: format, precision, classes, preprocessing, backbone, method, source -> target, target accuracy (from class folders, evaluation only), package version and sha256 (for a .plan also its sidecar's TensorRT version, GPU and batch profile).
 
     Without a file, describe the environment: the package, Python, torch and its CUDA devices, onnxruntime and its providers, TensorRT; paste it into bug reports.
     """

@@ -15,7 +15,14 @@ import typer
 from typer.core import TyperCommand, TyperGroup
 
 from symnets_deploy import __version__
+from symnets_deploy.cli.options import PlainArguments
 from symnets_deploy.errors import SymnetsError
+
+#: torch's OpenMP threads spin at the end of each parallel region by default. On a CPU that other jobs share, a
+#: spinning thread holds the core its descheduled partner needs, and each of a small model's many short regions
+#: then waits a time slice (issue 19, item 10; ``bench/cpu_contention.py``). Waiting passively yields the core.
+#: Set before torch is imported (the commands import it lazily); a value the user set wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 class _FlagsWithoutType:
@@ -63,8 +70,9 @@ class SymnetsGroup(_FlagsWithoutType, TyperGroup):
         sys.exit(code if isinstance(code, int) else 0)
 
 
-class SymnetsCommand(_FlagsWithoutType, TyperCommand):
-    """Typer's command without a ``<bool>`` type column for flags (``--help``, ``--overwrite``...)."""
+class SymnetsCommand(PlainArguments, _FlagsWithoutType, TyperCommand):
+    """Typer's command without a ``<bool>`` type column for flags (``--help``, ``--overwrite``...), and arguments
+    shown as a user types them (``cli.options.PlainArguments``)."""
 
 
 app = typer.Typer(

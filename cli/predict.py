@@ -48,8 +48,7 @@ def predict(
     from symnets_deploy.writers import resolve_format, write_predictions
 
     fmt = resolve_format(output, fmt)
-    if not engine.is_file():  # before scanning what may be a large folder
-        raise UsageError(f"{engine}: engine file not found")
+    options.named_model(engine)  # before scanning what may be a large folder
     paths = collect_paths(inputs, recursive=recursive)
     reads = [*artifact_files(engine), *paths]
     refuse_overwriting(output, reads, "--output")

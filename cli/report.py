@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 import typer
 
@@ -15,6 +15,7 @@ from symnets_deploy.cli.main import command, handle_errors
 def report(
     run: Path = typer.Argument(..., help="Run folder written by 'symnets train'."),
     out: Optional[Path] = typer.Option(None, help="Where to write (default: RUN/report)."),
+    compare: Optional[List[Path]] = typer.Option(None, "--compare", metavar="RUN", help="Another run of the same domains (e.g. the source-only baseline) to show in one table with this one; repeatable."),
 ) -> None:
     """Draw what adaptation did in a run: curves, label-free scores, t-SNE, report.html.
 
@@ -26,10 +27,14 @@ def report(
     """
     from symnets_deploy.errors import UsageError
     from symnets_deploy.report import write_run_report
+    from symnets_deploy.run_files import SUMMARY
 
     if out is not None and out.exists() and not out.is_dir():
         raise UsageError(f"{out}: is a file, not a folder; --out names the folder the report is written to")
-    done = write_run_report(run, out)
+    for other in compare or ():
+        if not (other / SUMMARY).is_file():
+            raise UsageError(f"{other}: not a finished run folder (no summary.json) to compare with")
+    done = write_run_report(run, out, compare=compare or ())
     for name, path in done.figures.items():
         typer.echo(f"{name}: {path}")
     for name, why in done.missing.items():

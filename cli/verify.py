@@ -7,6 +7,7 @@ from typing import Optional
 
 import typer
 
+from symnets_deploy.cli import options
 from symnets_deploy.cli.main import command, handle_errors
 from symnets_deploy.export.calibration import DEFAULT_MAX_IMAGES
 
@@ -22,7 +23,7 @@ def verify(
     """Check that an artifact still computes its checkpoint's function; exit code 6 when it does not."""
     from symnets_deploy.export.api import run_verify
 
-    done = run_verify(artifact, checkpoint, images=images, max_images=max_images)
+    done = run_verify(options.named_model(artifact, "artifact"), options.named_checkpoint(checkpoint), images=images, max_images=max_images)
     typer.echo(done.report.table())
     for line in done.accuracy_lines():
         typer.echo(line)

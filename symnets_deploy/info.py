@@ -36,7 +36,8 @@ def card_facts(card: ModelCard) -> dict[str, Any]:
         "head": card.head,
         "adaptation": f"{card.source or '?'} -> {card.target or '?'}" + (f" ({card.dataset})" if card.dataset else ""),
         "target_labels": _target_labels(card.metrics),
-        "training_accuracy": {k: round(100 * v, 2) for k, v in metrics.items()} or None,
+        # measured on the target's class folders at the end of training, evaluation only (target_labels above says so)
+        "target_accuracy_percent": {k.removeprefix("target_acc_"): round(100 * v, 2) for k, v in metrics.items()} or None,
         "label_free": {k: _rounded(scores.get(k)) for k in (*LABEL_FREE_SHOWN, "source_val_images", "target_images") if k in scores} if scores else None,
         "warnings": card.metrics.get("warnings") or None,
         "package_version": card.package_version,

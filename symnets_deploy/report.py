@@ -31,6 +31,19 @@ from symnets_deploy.report_figures import (  # noqa: F401  (pyplot: `symnets eva
     SCORES, plot_confusion, plot_curves, plot_label_free, plot_scores_vs_accuracy, plot_tsne, pyplot, spearman, values,
 )
 
+#: How to read the t-SNE for SymNets (paper section 4.3, "Feature Visualization", and Figure 3): by class, not by domain.
+TSNE_CAPTION = (
+    "t-SNE of G's features for a fixed sample of source and target images, before adaptation (the starting backbone) and after; "
+    "top: by domain (source blue, target red), bottom: by class (source o, target ^). The paper's Figure 3 (A -> W) is coloured by "
+    "domain too, and is read by its clusters: with SymNets 'the shared categories across domains are aligned while different "
+    "categories are well distinguished'. Read this figure the same way, by class: after adaptation each class's target points "
+    "should gather near the source points of the same class, and the classes should lie apart. Whether the two domains look "
+    "mixed or apart says little on its own: t-SNE keeps neighbours, not the distances between groups, and SymNets aligns the "
+    "domains class by class, so a high target accuracy can come with source and target clusters side by side. Target classes "
+    "are coloured only where the target has class folders (used for evaluation only); an unlabeled target is grey: then look "
+    "for compact target groups, about one per class, each near one source class."
+)
+
 #: Why a figure that needs target labels is absent for an unlabeled target.
 NO_TARGET_LABELS = "the target has no labels (target labels: none)"
 
@@ -61,12 +74,14 @@ class Report:
     problems: tuple[str, ...] = ()
 
 
-def write_run_report(run: str | Path, out: Optional[str | Path] = None) -> Report:
+def write_run_report(run: str | Path, out: Optional[str | Path] = None, *, compare: Sequence[str | Path] = ()) -> Report:
     """Draw the figures of a run folder and write ``report.html`` beside them.
 
     Args:
         run: the run folder written by ``symnets train`` (labeled or unlabeled target, finished or not).
         out: where to write (default: ``RUN/report``).
+        compare: other run folders of the same source and target (the demo's source-only baseline), shown
+            in one table beside this run: method, target accuracy and label-free scores of each ``summary.json``.
 
     Returns:
         The page and the figures drawn; ``scores_vs_accuracy`` and ``confusion`` are missing for a
@@ -94,8 +109,9 @@ def write_run_report(run: str | Path, out: Optional[str | Path] = None) -> Repor
     figures: dict[str, Optional[Path]] = {}
     missing: dict[str, str] = {}
     skipped = "".join(f"; {why}" for why in [problems.why(run / METRICS)] if why)  # what a torn or garbage line may have cost
+    sparse = few_evaluations(records, config, summary)
     if records:
-        figures["curves"] = plot_curves(records, out / "curves.png")
+        figures["curves"] = plot_curves(records, out / "curves.png", accuracy_note=sparse)
     else:
         missing["curves"] = f"no record in {METRICS} (the run stopped before its first log){skipped}"
     if scored:
@@ -123,7 +139,9 @@ def write_run_report(run: str | Path, out: Optional[str | Path] = None) -> Repor
     else:
         missing["tsne"] = problems.why(run / AFTER) or f"no {AFTER} (run made with --no-report, or not finished)"
     artifacts = artifact_rows(run, problems)
-    facts = _Facts(labeled, correlations, class_names, _warnings(summary, scored, finished), problems.lines())
+    compared = [(Path(other), checked_summary(problems.read(read_json_object, Path(other) / SUMMARY, "left out of the comparison"),
+                                              Path(other) / SUMMARY, problems)) for other in compare]
+    facts = _Facts(labeled, correlations, class_names, _warnings(summary, scored, finished), problems.lines(), sparse, compared)
     page = _html(run, out, config, summary, figures, missing, artifacts, facts)
     path = atomic_write(out / "report.html", lambda tmp: tmp.write_text(page, encoding="utf-8"))
     return Report(path, figures, missing, facts.problems)
@@ -189,13 +207,16 @@ def _table(rows: list[tuple[str, Any]]) -> str:
 
 @dataclass(frozen=True)
 class _Facts:
-    """What the page says beyond the files it shows: whether target labels exist, the Spearman table, warnings, damaged files."""
+    """What the page says beyond the files it shows: whether target labels exist, the Spearman table, warnings, damaged
+    files, why the accuracy curves have few points, and the runs compared with this one."""
 
     labeled: Optional[bool]
     correlations: dict[str, tuple[Optional[float], int]]
     class_names: Sequence[str]
     warnings: list[str]
     problems: tuple[str, ...] = ()
+    few_evaluations: Optional[str] = None  # why the accuracy curves have few points (``few_evaluations``)
+    compared: Sequence[tuple[Path, Optional[dict[str, Any]]]] = ()  # other runs and their summaries
 
 
 def _summary_rows(summary: dict[str, Any], config: dict[str, Any], facts: _Facts) -> list[tuple[str, Any]]:
@@ -207,8 +228,8 @@ def _summary_rows(summary: dict[str, Any], config: dict[str, Any], facts: _Facts
         labels = "unknown"
     no_acc = "n/a (no target labels)" if facts.labeled is False else "n/a"
     rows: list[tuple[str, Any]] = [("target labels", labels)]
-    rows += [(f"target accuracy ({name})", _percent(summary[key]) if _finite(summary.get(key)) else no_acc)
-             for name, key in (("Ct", "target_acc_ct"), ("Cs", "target_acc_cs"), ("paired", "target_acc_paired"))]
+    rows += [(f"target accuracy ({name}, {_every_target_image(summary)})", _percent(summary[key])) if _finite(summary.get(key)) else
+             (f"target accuracy ({name})", no_acc) for name, key in (("Ct", "target_acc_ct"), ("Cs", "target_acc_cs"), ("paired", "target_acc_paired"))]
     scores = summary.get("label_free") or {}
     if scores:
         no_split = not (summary.get("source_val_images") or scores.get("source_val_images"))
@@ -226,6 +247,58 @@ def _summary_rows(summary: dict[str, Any], config: dict[str, Any], facts: _Facts
     return rows
 
 
+def _every_target_image(summary: dict[str, Any]) -> str:
+    """Which images a run's target accuracy counts: all of them (an artifact's check counts only its check images)."""
+    count = summary.get("target_images")
+    return f"all {count} target images" if type(count) is int else "all target images"
+
+
+def few_evaluations(records: Sequence[dict[str, Any]], config: dict[str, Any], summary: Optional[dict[str, Any]]) -> Optional[str]:
+    """Why the accuracy curves hold few points (fewer than 3 evaluations), for the panel and the page; None otherwise.
+
+    Without ``--eval-every`` a run evaluates only as often as a small share of its compute allows
+    (``train.evaluate.default_eval_every``), which on a short run or a large target is at the end only.
+    """
+    at = sorted({r["iteration"] for r in records if "acc_ct" in r or "label_free" in r})
+    if len(at) >= 3:
+        return None
+    counted = f"{len(at)} evaluation{'s' if len(at) != 1 else ''}" + (f" (iteration {', '.join(map(str, at))})" if at else "")
+    asked = config.get("eval_every")
+    if asked:
+        why = f"--eval-every {asked} over {config.get('iterations', '?')} iterations"
+    else:
+        every = (summary or {}).get("eval_every")
+        why = ("without --eval-every, a run evaluates only as often as a small share of its compute allows"
+               + (": this one at the end only" if every == 0 else ""))
+    return f"{counted}: {why}; give --eval-every N for more points"
+
+
+def _comparison(run: Path, summary: Optional[dict[str, Any]], compared: Sequence[tuple[Path, Optional[dict[str, Any]]]]) -> str:
+    """This run beside other runs (one column each): method, target accuracy on every target image, label-free scores."""
+    if not compared:
+        return ""
+    runs = [(run, summary or {}), *((path, other or {}) for path, other in compared)]
+    rows: list[tuple[str, Any]] = [
+        ("method", lambda s: s.get("method")), ("iterations", lambda s: s.get("iterations")),
+        (f"target accuracy (Ct, {_every_target_image(summary or {})}; labels used to evaluate only)", lambda s: _percent(s.get("target_acc_ct"))),
+        *((f"{label.replace(' (%)', '')} (label-free)", lambda s, key=key, scale=scale: _score((s.get("label_free") or {}).get(key), scale))
+          for key, label, scale in SCORES),
+    ]
+    head = "<tr><th>run</th>" + "".join(f"<th>{html.escape(path.name)}{' (this run)' if i == 0 else ''}</th>" for i, (path, _) in enumerate(runs)) + "</tr>"
+    body = "".join(f"<tr><th>{html.escape(name)}</th>" + "".join(f"<td>{html.escape(str(cell(s) if s else 'n/a (no summary.json)'))}</td>" for _, s in runs) + "</tr>"
+                   for name, cell in rows)
+    return f"<h2>Compared with other runs</h2><table>{head}{body}</table>"
+
+
+def _config_rows(config: dict[str, Any], summary: Optional[dict[str, Any]]) -> list[tuple[str, Any]]:
+    """The configuration as saved, where an option that applies on some machines only says what ran."""
+    rows = sorted(config.items())
+    if "cuda_graph" in config:
+        ran = f"; the step that ran: {summary['step']}" if summary and "step" in summary else ""
+        rows = [(k, f"{v} (applies on CUDA in one process only{ran})" if k == "cuda_graph" else v) for k, v in rows]
+    return rows
+
+
 def _correlation_table(correlations: dict[str, tuple[Optional[float], int]]) -> str:
     head = "<tr><th>label-free score</th><th>Spearman ρ with target accuracy Ct (oracle, evaluation only)</th><th>evaluations</th></tr>"
     body = "".join(
@@ -240,14 +313,14 @@ def _html(run, out, config, summary, figures, missing, artifacts, facts: _Facts)
     summary_rows = _summary_rows(summary, config, facts) if summary else []
     captions = {
         "curves": "Training curves: every loss term, the schedules of lambda and of both learning rates, accuracy (Cs, Ct and the paired classifier "
-                  "on the whole target domain where it has labels; Ct on the held-out source split), and images/s.",
+                  "on the whole target domain where it has labels; Ct on the held-out source split), and images/s."
+                  + (f" Accuracy: {facts.few_evaluations}." if facts.few_evaluations else ""),
         "label_free": "Label-free scores at each evaluation: they need no target label, and are what 'symnets select' chooses by. "
                       "A red x marks an evaluation that raised the collapse alarm.",
         "scores_vs_accuracy": "Each label-free score against target accuracy (Ct), one point per evaluation, coloured by iteration, with the Spearman "
                               "rank correlation. Target accuracy is an oracle: it needs the target labels, which are used for evaluation only.",
         "confusion": "The deployed classifier on the whole target domain: confusion matrix (rows: true class) and accuracy per class.",
-        "tsne": "t-SNE of G's features for a fixed sample of source and target images (paper Fig. 3): adaptation should mix the domains and "
-                "separate the classes. An unlabeled target is grey in the by-class panels.",
+        "tsne": TSNE_CAPTION,
     }
     parts = []
     for name, caption in captions.items():
@@ -259,13 +332,18 @@ def _html(run, out, config, summary, figures, missing, artifacts, facts: _Facts)
         else:
             parts.append(f"<p class=note>{html.escape(name)}: not drawn, {html.escape(missing.get(name, 'no data'))}.</p>")
     if artifacts:
-        head = "<tr><th>artifact</th><th>format</th><th>precision</th><th>check</th><th>images</th><th>accuracy</th><th>report</th></tr>"
+        head = ("<tr><th>artifact</th><th>format</th><th>precision</th><th>head</th><th>check</th><th>check images</th>"
+                "<th>accuracy on the check images</th><th>report</th></tr>")
         body = "".join(
             f"<tr><td>{html.escape(a['artifact'])}{'' if a['present'] else ' (missing)'}</td><td>{html.escape(a['format'])}</td><td>{html.escape(a['precision'])}</td>"
-            f"<td>{('passed' if a['passed'] else 'FAILED') if a['readable'] else 'unreadable'}</td><td>{html.escape(str(a['images']) if a['images'] is not None else 'n/a')}</td><td>{_percent(a['accuracy'])}</td><td>{html.escape(a['report'])}</td></tr>"
+            f"<td>{html.escape(a['head'])}</td><td>{('passed' if a['passed'] else 'FAILED') if a['readable'] else 'unreadable'}</td>"
+            f"<td>{html.escape(str(a['images']) if a['images'] is not None else 'n/a')}</td><td>{_percent(a['accuracy'])}</td><td>{html.escape(a['report'])}</td></tr>"
             for a in artifacts
         )
-        artifact_html = f"<table>{head}{body}</table>"
+        every = f" ({_every_target_image(summary)})" if summary else ""
+        artifact_html = (f"<table>{head}{body}</table><p>An artifact's accuracy is on its check images only (a sample of the target domain, "
+                         f"evenly spread: 'symnets export --max-images'); the summary's target accuracy is on every target image{html.escape(every)}, "
+                         "so the two can differ for the same model.</p>")
     else:
         artifact_html = "<p class=note>No exported artifacts in the run folder (symnets export, or symnets train --export).</p>"
     style = (
@@ -275,14 +353,14 @@ def _html(run, out, config, summary, figures, missing, artifacts, facts: _Facts)
         ".warn{background:#fdecea;border-left:6px solid #c62828;color:#7f1d1d;font-weight:600;padding:0.6em 1em}"
     )
     warnings = "".join(f"<p class=warn>warning: {html.escape(w)}</p>" for w in facts.warnings)
-    config_html = _table(sorted(config.items())) if config else f"<p class=note>{_absent(run, CONFIG, 'no config.json')}</p>"
+    config_html = _table(_config_rows(config, summary)) if config else f"<p class=note>{_absent(run, CONFIG, 'no config.json')}</p>"
     damaged = "".join(f"<li>{html.escape(line)}</li>" for line in facts.problems)
     damaged = f"<h2>Damaged run files</h2><ul class=note>{damaged}</ul>" if damaged else ""
     no_summary = _absent(run, SUMMARY, "no summary.json (the run did not finish)")
     return (
         f"<!DOCTYPE html><html lang=en><head><meta charset=utf-8><title>SymNets run {html.escape(title)}</title><style>{style}</style></head><body>"
         f"<h1>SymNets run: {html.escape(title)}</h1><p>{html.escape(str(run))}</p>{warnings}{damaged}"
-        f"<h2>Summary</h2>{_table(summary_rows) if summary_rows else f'<p class=note>{no_summary}</p>'}"
+        f"<h2>Summary</h2>{_table(summary_rows) if summary_rows else f'<p class=note>{no_summary}</p>'}{_comparison(run, summary, facts.compared)}"
         f"<h2>Figures</h2>{''.join(parts)}<h2>Artifacts</h2>{artifact_html}<h2>Configuration</h2>{config_html}</body></html>\n"
     )
 

@@ -8,6 +8,7 @@ imported only inside the functions that draw.
 from __future__ import annotations
 
 import math
+import textwrap
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -80,13 +81,14 @@ def _xlim(axes, records: Sequence[dict[str, Any]]) -> None:
         ax.set_xlim(0, last * 1.02)  # one iteration axis for every panel, even with a single evaluation
 
 
-def plot_curves(records: Sequence[dict[str, Any]], path: Path) -> Path:
+def plot_curves(records: Sequence[dict[str, Any]], path: Path, accuracy_note: Optional[str] = None) -> Path:
     """Every loss term, lambda, both learning rates, accuracies and images/s over iterations.
 
     Args:
         records: ``metrics.jsonl`` records: steps (with ``lr_head``) and evaluations. Without target
             labels (no ``acc_ct``) the accuracy panel shows held-out source accuracy instead.
         path: the PNG to write.
+        accuracy_note: written in the accuracy panel: why it holds few points (``report.few_evaluations``).
 
     Returns:
         ``path``.
@@ -122,6 +124,8 @@ def plot_curves(records: Sequence[dict[str, Any]], path: Path) -> Path:
     accuracy.set(title=title, xlabel="iteration", ylabel="accuracy (%)", ylim=(0, 100))
     if accuracy.lines:
         accuracy.legend(fontsize=8)
+        if accuracy_note:  # a panel of 1-2 dots per line is no curve: say why, under it
+            accuracy.set_xlabel("iteration\n" + textwrap.fill(accuracy_note, 80, break_on_hyphens=False), fontsize=8)
     else:
         accuracy.text(0.5, 0.5, "no target labels and no held-out source split:\nno accuracy to draw", ha="center", va="center", transform=accuracy.transAxes)
     speed = axes[1][1]

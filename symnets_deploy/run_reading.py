@@ -200,7 +200,7 @@ def read_features(path: Path) -> dict[str, np.ndarray]:
 
 
 def artifact_rows(run: Path, problems: Problems) -> list[dict[str, Any]]:
-    """One row per ``*.verify.json`` in the run folder: the artifact, its precision and its check."""
+    """One row per ``*.verify.json`` in the run folder: the artifact, its precision, head and check (accuracy on its check images)."""
     rows = []
     for report in sorted(run.glob("*.verify.json")):
         data = problems.read(read_json_object, report, "its artifact's check is shown as unreadable") or {}
@@ -209,7 +209,7 @@ def artifact_rows(run: Path, problems: Problems) -> list[dict[str, Any]]:
         artifact = str(data.get("artifact", report.name[: -len(".verify.json")]))
         rows.append({
             "artifact": artifact, "present": (run / artifact).is_file(), "precision": str(data.get("precision", "?")),
-            "format": str(data.get("format", "?")), "passed": data.get("passed") is True, "images": data.get("num_images"),
+            "format": str(data.get("format", "?")), "head": str(data.get("head", "?")), "passed": data.get("passed") is True, "images": data.get("num_images"),
             "accuracy": candidate.get("accuracy"), "report": report.name, "readable": report not in problems,
         })
     return rows

@@ -29,9 +29,16 @@ def test_demo_trains_both_exports_predicts_reports_and_beats_the_baseline(tmp_pa
     assert json.loads((out / "run_source_only" / "summary.json").read_text())["method"] == "source-only"
     assert round(100 * json.loads((out / "run" / "summary.json").read_text())["target_acc_ct"], 1) == symnets
     assert "ONNX check: passed" in result.stdout and "images/s" in result.stdout and "total" in result.stdout
-    for name in ("run/last.pt", "model.onnx", "model.onnx.verify.json", "predictions.csv", "run/report/report.html", "run/report/tsne.png"):
+    for name in ("run/last.pt", "run/model.onnx", "run/model.onnx.verify.json", "predictions.csv", "run/report/report.html", "run/report/tsne.png"):
         assert (out / name).is_file(), name
     assert str(out / "run" / "report" / "report.html") in result.stdout
+    # the page shows what the demo printed: the checked model of the run, and the source-only run beside it (issue 19 item 13)
+    page = (out / "run" / "report" / "report.html").read_text(encoding="utf-8")
+    assert "No exported artifacts" not in page and "<td>model.onnx</td><td>onnx</td><td>fp32</td><td>ct</td><td>passed</td>" in page
+    table = page.split("<h2>Compared with other runs</h2>")[1].split("</table>")[0]
+    assert "<th>run_source_only</th>" in table and "<td>source-only</td>" in table
+    for run in ("run", "run_source_only"):
+        assert f"<td>{100 * json.loads((out / run / 'summary.json').read_text())['target_acc_ct']:.2f} %</td>" in table, run
     rows = list(csv.DictReader((out / "predictions.csv").open()))
     assert len(rows) == images == len(sorted((out / "data" / "street").rglob("*.*")))
     assert all(r["status"] == "ok" and r["label"] in {"circle", "cross", "square", "triangle"} for r in rows)

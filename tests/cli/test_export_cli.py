@@ -75,9 +75,33 @@ def test_bad_options_exit_2(tiny_run, tmp_path, args, code, words):
     assert not list(tiny_run.glob("model*"))
 
 
-def test_missing_checkpoint_exits_5(tmp_path):
-    line = error_line(runner.invoke(app, ["export", "--checkpoint", str(tmp_path / "nope.pt")], env=ENV), 5)
-    assert "checkpoint not found" in line
+def test_a_missing_checkpoint_or_onnx_is_exit_2_before_anything_loads(tmp_path):
+    """A path typed wrong is bad usage (README: a missing file is 2, as predict does), said in one line (issue 19 item 12)."""
+    missing = tmp_path / "nope.pt"
+    result = runner.invoke(app, ["export", "--checkpoint", str(missing)], env=ENV)
+    assert error_line(result, 2) == f"error: {missing}: checkpoint not found"
+    assert "reading" not in result.output  # refused before the export starts
+    line = error_line(runner.invoke(app, ["export", "--checkpoint", str(tmp_path)], env=ENV), 2)
+    assert line.startswith(f"error: {tmp_path}: checkpoint not found") and "no last.pt" in line
+    line = error_line(runner.invoke(app, ["export", "--from-onnx", str(tmp_path / "nope.onnx"), "--precision", "int8"], env=ENV), 2)
+    assert line == f"error: {tmp_path / 'nope.onnx'}: ONNX file not found"
+    assert sorted(tmp_path.iterdir()) == []
+
+
+def test_verify_of_a_run_folder_or_a_checkpoint_says_what_to_give(tiny_run, tmp_path):
+    """``verify RUN`` names the models in the folder; ``verify last.pt`` says to export first (exit 2)."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "last.pt").write_bytes((tiny_run / "last.pt").read_bytes())
+    args = ["--checkpoint", str(run / "last.pt")]
+    line = error_line(runner.invoke(app, ["verify", str(run), *args], env=ENV), 2)
+    assert "is a run folder without an exported model" in line and f"symnets export --checkpoint {run}" in line
+    line = error_line(runner.invoke(app, ["verify", str(run / "last.pt"), *args], env=ENV), 2)
+    assert "is a training checkpoint, not an exported model" in line and "symnets export" in line
+    (run / "model.int8.onnx").write_bytes(b"x")
+    line = error_line(runner.invoke(app, ["verify", str(run), *args], env=ENV), 2)
+    assert f"{run}: is a folder" in line and "model.int8.onnx" in line
+    assert "artifact not found" in error_line(runner.invoke(app, ["verify", str(run / "model.onnx"), *args], env=ENV), 2)
 
 
 def test_empty_calibration_folder_exits_2(tiny_run, tmp_path):

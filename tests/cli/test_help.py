@@ -70,3 +70,15 @@ def test_choices_are_shown_as_choices() -> None:
 def test_usage_errors_are_one_error_line(args, words) -> None:
     line = error_line(runner.invoke(app, args, env=NARROW), 2)
     assert all(w in line for w in words) and "Value error" not in line and "--help" in line
+
+
+@pytest.mark.parametrize("name, usage, row", [
+    ("verify", "Usage: symnets verify [OPTIONS] ARTIFACT", "ARTIFACT      <path>"),
+    ("predict", "Usage: symnets predict [OPTIONS] INPUTS...", "INPUTS...      <str>"),
+])
+def test_arguments_read_as_a_user_types_them(name: str, usage: str, row: str) -> None:
+    """No Python inside the help: ``{artifact}`` (a parameter name in braces), ``<list[str]>`` (a type) (issue 19 item 12)."""
+    text = runner.invoke(app, [name, "--help"], env=NARROW).output
+    assert usage in text and row in text
+    assert "{" not in text and "list[" not in text
+    assert "Missing argument 'INPUTS'" in runner.invoke(app, ["predict"], env=NARROW).stderr

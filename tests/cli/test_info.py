@@ -33,9 +33,12 @@ def test_onnx_facts_come_from_its_card(tiny_onnx: Path, tiny_run: Path) -> None:
     assert facts["classes"] == ["circle", "square", "triangle"] and facts["adaptation"].startswith("photos -> sketches")
     assert facts["input"].startswith(f"{card['image_size']}x{card['image_size']} RGB")
     assert facts["sha256"] == sha256_file(tiny_onnx) and "weights_sha256" in facts
-    assert set(facts["training_accuracy"]) >= {"target_acc_ct", "target_acc_cs"}
+    # the target's class folders measured it, for evaluation only: no "training" accuracy (issue 19 item 13)
+    assert "training_accuracy" not in facts and facts["target_labels"] == "from class folders, used for evaluation only"
+    assert set(facts["target_accuracy_percent"]) >= {"ct", "cs"}
+    assert facts["target_accuracy_percent"]["ct"] == round(100 * json.loads((tiny_run / "summary.json").read_text())["target_acc_ct"], 2)
     text = runner.invoke(app, ["info", str(tiny_onnx)]).stdout
-    assert "classes:" in text and "circle, square, triangle" in text and "precision:" in text
+    assert "classes:" in text and "circle, square, triangle" in text and "precision:" in text and "target_accuracy_percent:" in text
 
 
 def test_checkpoint_and_run_folder_facts(tiny_run: Path) -> None:
@@ -94,4 +97,4 @@ def test_card_metrics_of_the_wrong_shape_are_shown_not_a_traceback(tiny_onnx: Pa
 
     model = with_card(tiny_onnx, tmp_path / "odd.onnx", metrics={"label_free": "source_val_acc_ct", "target_acc_ct": "high"})
     facts = _info(str(model))
-    assert facts["label_free"] is None and facts["training_accuracy"] is None
+    assert facts["label_free"] is None and facts["target_accuracy_percent"] is None

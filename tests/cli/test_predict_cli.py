@@ -89,6 +89,23 @@ def test_usage_errors_exit_2(tiny_onnx: Path, shapes_root: Path, tmp_path: Path)
     assert not (tmp_path / "p.txt").exists()
 
 
+def test_an_engine_that_is_a_run_folder_or_a_checkpoint_says_what_to_give(tiny_onnx: Path, shapes_root: Path, tmp_path: Path) -> None:  # noqa: F811
+    """What a user has after training is a run folder and its last.pt: the message says what --engine wants (issue 19 item 12)."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "last.pt").write_bytes(b"a checkpoint")
+    line = error_line(invoke(shapes_root, "--engine", run), 2)
+    assert line == (f"error: {run}: is a run folder without an exported model; "
+                    f"run 'symnets export --checkpoint {run}' first (it writes {run / 'model.onnx'})")
+    line = error_line(invoke(shapes_root, "--engine", run / "last.pt"), 2)
+    assert f"{run / 'last.pt'}: is a training checkpoint, not an exported model" in line and f"symnets export --checkpoint {run / 'last.pt'}" in line
+    for name in ("model.onnx", "model.fp16.onnx"):
+        (run / name).write_bytes(tiny_onnx.read_bytes())
+    line = error_line(invoke(shapes_root, "--engine", run), 2)
+    assert line == f"error: {run}: is a folder, not a model file; it holds model.onnx, model.fp16.onnx: give one of them, e.g. {run / 'model.onnx'}"
+    assert "not found" not in error_line(invoke(shapes_root, "--engine", tmp_path), 2)
+
+
 def test_onnx_without_card_exits_5(tiny_onnx: Path, shapes_root: Path, tmp_path: Path) -> None:
     onnx = pytest.importorskip("onnx")
     model = onnx.load(str(tiny_onnx))

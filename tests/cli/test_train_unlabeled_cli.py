@@ -40,7 +40,7 @@ def test_a_flat_target_trains_exports_reports_and_info_shows_the_scores(shapes_r
     info = runner.invoke(app, ["info", str(run / "model.onnx"), "--json"], env=ENV)
     assert info.exit_code == 0, info.output
     facts = json.loads(info.stdout)
-    assert facts["target_labels"].startswith("none") and facts["training_accuracy"] is None
+    assert facts["target_labels"].startswith("none") and facts["target_accuracy_percent"] is None
     assert facts["label_free"]["v_measure"] == pytest.approx(summary["label_free"]["v_measure"], abs=1e-4)
     assert facts["label_free"]["source_val_acc_ct"] == pytest.approx(summary["label_free"]["source_val_acc_ct"], abs=1e-4)
 
