@@ -78,10 +78,14 @@ class UploadAhead:
 
     def __init__(self, make: Callable[[int], Sequence[Optional[torch.Tensor]]], device: torch.device, last: int) -> None:
         self.make, self.device, self.last = make, device, last
-        self.side = torch.cuda.Stream(device)
+        # On a CPU there is nothing to upload: the same order of work, made one ahead (what the tests can run).
+        self.side = torch.cuda.Stream(device) if device.type == "cuda" else None
         self.pending: dict[int, list[Optional[torch.Tensor]]] = {}
 
     def _start(self, iteration: int) -> None:
+        if self.side is None:
+            self.pending[iteration] = list(self.make(iteration))
+            return
         tensors = [None if t is None else t.pin_memory() for t in self.make(iteration)]
         with torch.cuda.stream(self.side):
             self.pending[iteration] = [None if t is None else t.to(self.device, non_blocking=True) for t in tensors]
@@ -90,11 +94,12 @@ class UploadAhead:
         if iteration not in self.pending:
             self._start(iteration)
         uploaded = self.pending.pop(iteration)
-        current = torch.cuda.current_stream(self.device)
-        current.wait_stream(self.side)
-        for tensor in uploaded:
-            if tensor is not None:
-                tensor.record_stream(current)  # made on the side stream, used on this one
+        if self.side is not None:
+            current = torch.cuda.current_stream(self.device)
+            current.wait_stream(self.side)
+            for tensor in uploaded:
+                if tensor is not None:
+                    tensor.record_stream(current)  # made on the side stream, used on this one
         if iteration + 1 < self.last:
             self._start(iteration + 1)
         return uploaded

@@ -142,6 +142,26 @@ def test_an_error_an_actor_raises_comes_back_as_our_one_line(local_ray, bad_card
     assert str(on_ray.value) == str(plain.value) and "\n" not in str(on_ray.value)
 
 
+def _plain(paths, engine: Path) -> dict[str, dict]:
+    """The plain ``Predictor``'s rows by path (``Prediction.to_dict``), in one process, batch 16."""
+    from symnets_deploy.predictor import Predictor
+
+    with Predictor.load(engine, device="cpu") as predictor:
+        return {p.path: p.to_dict() for p in predictor.predict_paths([str(path) for path in paths])}
+
+
+def _assert_same_row(got: dict, expected: dict) -> None:
+    """Labels, indices, statuses and errors equal; probabilities equal up to float rounding (Ray's
+    batches hold other images than the plain run's, and ONNX Runtime may sum in another order)."""
+    exact = ("path", "label", "index", "topk_labels", "status", "error", "low_confidence", "unusual")
+    assert {k: got[k] for k in exact} == {k: expected[k] for k in exact}
+    if expected["status"] == "ok":
+        assert float(got["confidence"]) == pytest.approx(expected["confidence"], rel=1e-5, abs=1e-7), got["path"]
+        assert [float(v) for v in got["topk_probs"]] == pytest.approx(expected["topk_probs"], rel=1e-5, abs=1e-7), got["path"]
+    else:
+        assert got["confidence"] is None and list(got["topk_probs"]) == []
+
+
 def test_a_users_ray_dataset_gets_the_prediction_columns(local_ray, tiny_onnx: Path, folder: Path) -> None:  # noqa: F811
     from symnets_deploy.ray_batch import COLUMNS, predict_dataset
 
@@ -150,3 +170,20 @@ def test_a_users_ray_dataset_gets_the_prediction_columns(local_ray, tiny_onnx: P
     assert sorted(r["path"] for r in rows) == paths and sorted(r["camera"] for r in rows) == list(range(len(paths)))
     assert set(COLUMNS) <= set(rows[0]) and set(FIELDS) <= set(rows[0])
     assert {r["status"] for r in rows} <= {"ok", "error"} and any(r["status"] == "ok" for r in rows)
+    plain = _plain(paths, tiny_onnx)
+    for row in rows:  # the columns hold the plain Predictor's answers for that row's file
+        _assert_same_row({name: row[name] for name in FIELDS}, plain[row["path"]])
+
+
+def test_predict_on_ray_gives_the_plain_predictors_labels_and_probabilities(local_ray, tiny_onnx: Path, folder: Path) -> None:  # noqa: F811
+    from symnets_deploy.ray_batch import predict_paths_ray
+
+    paths = sorted(p for p in folder.rglob("*") if p.is_file())  # good and bad files, and a name that is not UTF-8
+    on_ray = predict_paths_ray(paths, tiny_onnx, concurrency=2, batch_size=4)
+    plain = _plain(paths, tiny_onnx)
+    assert [p.path for p in on_ray] == [str(path) for path in paths]  # in the order given
+    for prediction in on_ray:
+        _assert_same_row(prediction.to_dict(), plain[prediction.path])
+    ok = [p for p in on_ray if p.ok]
+    assert len(ok) > len(GOOD) and len(on_ray) - len(ok) >= len(BAD)  # both kinds of rows were compared
+    assert len({p.confidence for p in ok}) > 1  # images that differ: a comparison of real answers, not of one constant

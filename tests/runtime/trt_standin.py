@@ -11,6 +11,15 @@ the documented API that the backend uses, and nothing more:
   input from the address bound with ``set_tensor_address`` and writes logits and probabilities
   to the output addresses, so a wrong address, size or shape changes the numbers.
 
+Streams: ``cudaMemcpyAsync`` and ``execute_async_v3`` check their arguments when called and queue
+the work on their stream; ``cudaStreamSynchronize`` runs that stream's queue, in order. Until then
+a device-to-host copy's destination holds NaN (0xFF bytes), so a backend that reads an output
+before synchronising gets NaN instead of the numbers, and a test comparing with
+``expected_outputs`` fails. What a stand-in cannot check: nothing runs concurrently (the queued
+work runs synchronously, inside the synchronise, on this thread), so races between streams or
+between host and device, pinned versus pageable memory, and timing go unseen; a stream destroyed
+with work queued drops that work.
+
 The expected outputs are computed with NumPy in ``expected_outputs``, independently of the backend.
 """
 
@@ -23,7 +32,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType, SimpleNamespace
-from typing import Optional
+from typing import Callable, Optional
 
 import numpy as np
 
@@ -81,6 +90,7 @@ def make_cudart(devices: int = 1, capability: str = "9.0") -> ModuleType:
     major, minor = (int(x) for x in capability.split("."))
     ok = cudaError_t.cudaSuccess
     rt.memory, rt.streams, rt.current = memory, set(), None
+    rt.queued: dict[int, list[Callable[[], None]]] = {}  # per stream: work that runs at its synchronise
     rt.cudaError_t = cudaError_t
     rt.cudaMemcpyKind = SimpleNamespace(cudaMemcpyHostToDevice=1, cudaMemcpyDeviceToHost=2)
 
@@ -98,22 +108,38 @@ def make_cudart(devices: int = 1, capability: str = "9.0") -> ModuleType:
     def stream_create():
         stream = 1000 + len(rt.streams)
         rt.streams.add(stream)
+        rt.queued[stream] = []
         return ok, stream
 
     def stream_destroy(stream):
         if int(stream) not in rt.streams:
             return (cudaError_t.cudaErrorInvalidValue,)
         rt.streams.discard(int(stream))
+        rt.queued.pop(int(stream), None)
+        return (ok,)
+
+    def synchronize(stream):
+        if int(stream) not in rt.streams:
+            return (cudaError_t.cudaErrorInvalidValue,)
+        work, rt.queued[int(stream)] = rt.queued[int(stream)], []
+        for run in work:
+            run()
         return (ok,)
 
     def free(address):
         return (ok,) if memory.blocks.pop(int(address), None) is not None else (cudaError_t.cudaErrorInvalidValue,)
 
     def memcpy(dst, src, nbytes, kind, stream):
-        device = dst if kind == rt.cudaMemcpyKind.cudaMemcpyHostToDevice else src
-        if int(stream) not in rt.streams or memory.region(int(device), nbytes) is None:
+        to_device = kind == rt.cudaMemcpyKind.cudaMemcpyHostToDevice
+        region = memory.region(int(dst if to_device else src), nbytes)  # a view: the block outlives a cudaFree
+        if int(stream) not in rt.streams or region is None:
             return (cudaError_t.cudaErrorInvalidValue,)
-        ctypes.memmove(int(dst), int(src), nbytes)
+        host = int(src if to_device else dst)
+        if to_device:
+            rt.queued[int(stream)].append(lambda: ctypes.memmove(region.ctypes.data, host, nbytes))
+        else:
+            ctypes.memset(host, 0xFF, nbytes)  # not there yet: NaN until the stream is synchronised
+            rt.queued[int(stream)].append(lambda: ctypes.memmove(host, region.ctypes.data, nbytes))
         return (ok,)
 
     rt.cudaGetDeviceCount = lambda: (ok, devices) if devices else (cudaError_t.cudaErrorNoDevice, 0)
@@ -123,7 +149,7 @@ def make_cudart(devices: int = 1, capability: str = "9.0") -> ModuleType:
     rt.cudaFree = free
     rt.cudaStreamCreate = stream_create
     rt.cudaStreamDestroy = stream_destroy
-    rt.cudaStreamSynchronize = lambda stream: (ok,) if int(stream) in rt.streams else (cudaError_t.cudaErrorInvalidValue,)
+    rt.cudaStreamSynchronize = synchronize
     rt.cudaMemcpyAsync = memcpy
     return rt
 
@@ -178,21 +204,23 @@ class Context:
         return True
 
     def execute_async_v3(self, stream: int) -> bool:
+        """Check the bindings now (TensorRT reads shape and addresses when enqueuing); compute at the synchronise."""
         e, memory = self.engine, self.engine.rt.memory
-        if e.fail_execute or self.shape is None or int(stream) not in e.rt.streams or set(self.addresses) != set(e.names):
+        if e.fail_execute or self.shape is None or self.shape[0] < 1 or int(stream) not in e.rt.streams or set(self.addresses) != set(e.names):
             return False
-        n = self.shape[0]
-        source = memory.region(self.addresses[e.names[0]], int(np.prod(self.shape)) * 4)
-        if source is None:
+        shape, itemsize = self.shape, np.dtype(e.out_type.value).itemsize
+        source = memory.region(self.addresses[e.names[0]], int(np.prod(shape)) * 4)
+        targets = [memory.region(self.addresses[name], shape[0] * len(e.bias) * itemsize) for name in e.names[1:]]
+        if source is None or any(t is None for t in targets):
             return False
-        logits, probs = expected_outputs(source.view(np.float32).reshape(self.shape), e.weight, e.bias)
-        for name, values in zip(e.names[1:], (logits, probs)):
-            data = values.astype(e.out_type.value).tobytes()
-            target = memory.region(self.addresses[name], len(data))
-            if target is None:
-                return False
-            target[:] = np.frombuffer(data, np.uint8)
-        return n > 0
+
+        def run() -> None:
+            logits, probs = expected_outputs(source.view(np.float32).reshape(shape), e.weight, e.bias)
+            for target, values in zip(targets, (logits, probs)):
+                target[:] = np.frombuffer(values.astype(e.out_type.value).tobytes(), np.uint8)
+
+        e.rt.queued[int(stream)].append(run)
+        return True
 
 
 def make_tensorrt(rt: ModuleType, version: str = "10.3.0") -> ModuleType:
