@@ -10,7 +10,7 @@ import typer
 
 from symnets_deploy.cli.main import command, handle_errors, is_rank_zero
 from symnets_deploy.enums import Ablation, DataOn, Device, Head, Method, TargetLabels
-from symnets_deploy.train.config import DEFAULTS as D
+from symnets_deploy.train.config import DEFAULTS
 
 DATA, MODEL, OPTIMISATION, SCHEDULE, OUTPUT, ADVANCED = "Data", "Model", "Optimisation", "Schedule", "Output", "Advanced"
 
@@ -22,40 +22,40 @@ def train(
     source: Optional[str] = typer.Option(None, help="Labeled source domain, a folder under --data-root.", rich_help_panel=DATA),
     target: Optional[str] = typer.Option(None, help="Target domain, a folder under --data-root: any images (labels not needed).", rich_help_panel=DATA),
     data_root: Optional[Path] = typer.Option(None, help="Folder holding <source>/<class>/<image> and <target>/.", rich_help_panel=DATA),
-    source_val: float = typer.Option(D["source_val"], metavar="FRACTION", help="Source images held out per class for label-free scores (0: train on all).", rich_help_panel=DATA),
-    target_labels: TargetLabels = typer.Option(TargetLabels(D["target_labels"]), help="Target class folders: use (to evaluate only) or ignore.", rich_help_panel=DATA),
+    source_val: float = typer.Option(DEFAULTS["source_val"], metavar="FRACTION", help="Source images held out per class for label-free scores (0: train on all).", rich_help_panel=DATA),
+    target_labels: TargetLabels = typer.Option(TargetLabels(DEFAULTS["target_labels"]), help="Target class folders: use (to evaluate only) or ignore.", rich_help_panel=DATA),
     dataset: Optional[str] = typer.Option(None, help="Check names against a preset: office31, office_caltech10, office_home, imageclef.", rich_help_panel=DATA),
-    backbone: str = typer.Option(D["backbone"], help="Feature extractor G: efficientnet_lite0, resnet50 or tiny.", rich_help_panel=MODEL),
+    backbone: str = typer.Option(DEFAULTS["backbone"], help="Feature extractor G: efficientnet_lite0, resnet50 or tiny.", rich_help_panel=MODEL),
     weights: Optional[Path] = typer.Option(None, help="Backbone state-dict file (default: its ImageNet weights).", rich_help_panel=MODEL),
-    method: Method = typer.Option(Method(D["method"]), help="symnets (the paper) or source-only (baseline).", rich_help_panel=MODEL),
-    ablation: Ablation = typer.Option(Ablation(D["ablation"]), metavar="NAME", help="Paper Table 4: none, no-ct-loss, no-entropy, no-confusion, domain-confusion-only.", rich_help_panel=MODEL),
-    head: Head = typer.Option(Head(D["head"]), help="Classifier the run deploys and reports.", rich_help_panel=MODEL),
+    method: Method = typer.Option(Method(DEFAULTS["method"]), help="symnets (the paper) or source-only (baseline).", rich_help_panel=MODEL),
+    ablation: Ablation = typer.Option(Ablation(DEFAULTS["ablation"]), metavar="NAME", help="Paper Table 4: none, no-ct-loss, no-entropy, no-confusion, domain-confusion-only.", rich_help_panel=MODEL),
+    head: Head = typer.Option(Head(DEFAULTS["head"]), help="Classifier the run deploys and reports.", rich_help_panel=MODEL),
     image_size: Optional[int] = typer.Option(None, help="Crop side S (default: the backbone's, 224).", rich_help_panel=MODEL),
-    iterations: int = typer.Option(D["iterations"], help="Iterations of B source + B target images.", rich_help_panel=OPTIMISATION),
-    batch_size: int = typer.Option(D["batch_size"], help="B, images per domain per iteration.", rich_help_panel=OPTIMISATION),
-    lr: float = typer.Option(D["lr"], help="Head learning rate lr0.", rich_help_panel=OPTIMISATION),
+    iterations: int = typer.Option(DEFAULTS["iterations"], help="Iterations of B source + B target images.", rich_help_panel=OPTIMISATION),
+    batch_size: int = typer.Option(DEFAULTS["batch_size"], help="B, images per domain per iteration.", rich_help_panel=OPTIMISATION),
+    lr: float = typer.Option(DEFAULTS["lr"], help="Head learning rate lr0.", rich_help_panel=OPTIMISATION),
     backbone_lr_mult: Optional[float] = typer.Option(None, help="G's lr / head lr (default 0.1 pretrained, 1 from scratch).", rich_help_panel=OPTIMISATION),
-    momentum: float = typer.Option(D["momentum"], help="SGD momentum (Nesterov when > 0).", rich_help_panel=OPTIMISATION),
-    weight_decay: float = typer.Option(D["weight_decay"], help="SGD weight decay.", rich_help_panel=OPTIMISATION),
-    seed: int = typer.Option(D["seed"], help="Random seed (sampling, crops, init).", rich_help_panel=OPTIMISATION),
-    lr_alpha: float = typer.Option(D["lr_alpha"], help="lr_p = lr0 / (1 + alpha p)^beta.", rich_help_panel=SCHEDULE),
-    lr_beta: float = typer.Option(D["lr_beta"], help="beta of the lr annealing.", rich_help_panel=SCHEDULE),
-    lambda_gamma: float = typer.Option(D["lambda_gamma"], help="lambda_p = 2 / (1 + exp(-gamma p)) - 1.", rich_help_panel=SCHEDULE),
+    momentum: float = typer.Option(DEFAULTS["momentum"], help="SGD momentum (Nesterov when > 0).", rich_help_panel=OPTIMISATION),
+    weight_decay: float = typer.Option(DEFAULTS["weight_decay"], help="SGD weight decay.", rich_help_panel=OPTIMISATION),
+    seed: int = typer.Option(DEFAULTS["seed"], help="Random seed (sampling, crops, init).", rich_help_panel=OPTIMISATION),
+    lr_alpha: float = typer.Option(DEFAULTS["lr_alpha"], help="lr_p = lr0 / (1 + alpha p)^beta.", rich_help_panel=SCHEDULE),
+    lr_beta: float = typer.Option(DEFAULTS["lr_beta"], help="beta of the lr annealing.", rich_help_panel=SCHEDULE),
+    lambda_gamma: float = typer.Option(DEFAULTS["lambda_gamma"], help="lambda_p = 2 / (1 + exp(-gamma p)) - 1.", rich_help_panel=SCHEDULE),
     out: Optional[Path] = typer.Option(None, help="Run folder (default: new runs/<date-time>, linked as runs/latest).", rich_help_panel=OUTPUT),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace the run already in --out.", rich_help_panel=OUTPUT),
     resume: Optional[Path] = typer.Option(None, help="Continue this run folder with its saved options.", rich_help_panel=OUTPUT),
     export: Optional[str] = typer.Option(None, "--export", metavar="VARIANTS", help="Then export and check: onnx, fp16, int8, trt, trt-fp16 (comma-separated).", rich_help_panel=OUTPUT),
-    report: bool = typer.Option(D["report"], help="Write report/ (plots, report.html) at the end; needs the \\[report] extra.", rich_help_panel=OUTPUT),
-    eval_every: Optional[int] = typer.Option(D["eval_every"], metavar="N", help="Score every N iterations (default: up to 10 times, within 5% of the compute; 0: at the end).", rich_help_panel=OUTPUT),
-    checkpoint_every: int = typer.Option(D["checkpoint_every"], help="Write last.pt every N iterations (0: at the end).", rich_help_panel=OUTPUT),
-    keep_every: int = typer.Option(D["keep_every"], metavar="N", help="Keep the weights of every N-th iteration for 'symnets select'.", rich_help_panel=OUTPUT),
-    log_every: int = typer.Option(D["log_every"], help="Write a metrics.jsonl record every N iterations.", rich_help_panel=OUTPUT),
-    device: Device = typer.Option(Device(D["device"]), help="auto: CUDA when present (bf16 there, fp32 on CPU).", rich_help_panel=ADVANCED),
+    report: bool = typer.Option(DEFAULTS["report"], help="Write report/ (plots, report.html) at the end; needs the \\[report] extra.", rich_help_panel=OUTPUT),
+    eval_every: Optional[int] = typer.Option(DEFAULTS["eval_every"], metavar="N", help="Score every N iterations (default: up to 10 times, within 5% of the compute; 0: at the end).", rich_help_panel=OUTPUT),
+    checkpoint_every: int = typer.Option(DEFAULTS["checkpoint_every"], help="Write last.pt every N iterations (0: at the end).", rich_help_panel=OUTPUT),
+    keep_every: int = typer.Option(DEFAULTS["keep_every"], metavar="N", help="Keep the weights of every N-th iteration for 'symnets select'.", rich_help_panel=OUTPUT),
+    log_every: int = typer.Option(DEFAULTS["log_every"], help="Write a metrics.jsonl record every N iterations.", rich_help_panel=OUTPUT),
+    device: Device = typer.Option(Device(DEFAULTS["device"]), help="auto: CUDA when present (bf16 there, fp32 on CPU).", rich_help_panel=ADVANCED),
     nproc: int = typer.Option(1, "--nproc", min=1, metavar="N", help="Train with N processes (torchrun; one GPU each on CUDA).", rich_help_panel=ADVANCED),
-    cuda_graph: bool = typer.Option(D["cuda_graph"], help="On CUDA, run each iteration as one CUDA graph.", rich_help_panel=ADVANCED),
-    data_on: DataOn = typer.Option(DataOn(D["data_on"]), help="Decoded images on the GPU, or in host memory (auto: GPU if they fit).", rich_help_panel=ADVANCED),
-    threads: int = typer.Option(D["threads"], help="Image decoding threads (0: one per CPU core).", rich_help_panel=ADVANCED),
-    cache: bool = typer.Option(D["cache"], help="Keep decoded domains on disk for the next run.", rich_help_panel=ADVANCED),
+    cuda_graph: bool = typer.Option(DEFAULTS["cuda_graph"], help="On CUDA, run each iteration as one CUDA graph.", rich_help_panel=ADVANCED),
+    data_on: DataOn = typer.Option(DataOn(DEFAULTS["data_on"]), help="Decoded images on the GPU, or in host memory (auto: GPU if they fit).", rich_help_panel=ADVANCED),
+    threads: int = typer.Option(DEFAULTS["threads"], help="Image decoding threads (0: one per CPU core).", rich_help_panel=ADVANCED),
+    cache: bool = typer.Option(DEFAULTS["cache"], help="Keep decoded domains on disk for the next run.", rich_help_panel=ADVANCED),
     cache_dir: Optional[Path] = typer.Option(None, help="Decoded-image cache folder (default: under ~/.cache).", rich_help_panel=ADVANCED),
 ) -> None:
     """Adapt a classifier from a labeled source domain to an unlabeled target domain.
@@ -85,7 +85,7 @@ def train(
     values = dict(
         source=source, target=target, data_root=str(data_root.resolve()) if data_root else None, dataset=dataset, backbone=backbone,
         source_val=source_val, target_labels=target_labels.value, keep_every=keep_every,
-        weights=str(weights) if weights else D["weights"], method=method.value, ablation=ablation.value, head=head.value,
+        weights=str(weights) if weights else DEFAULTS["weights"], method=method.value, ablation=ablation.value, head=head.value,
         iterations=iterations, batch_size=batch_size, lr=lr, backbone_lr_mult=backbone_lr_mult, momentum=momentum,
         weight_decay=weight_decay, lr_alpha=lr_alpha, lr_beta=lr_beta, lambda_gamma=lambda_gamma, image_size=image_size,
         device=device.value, seed=seed, out=str(out or new_run_folder()), eval_every=eval_every, checkpoint_every=checkpoint_every,
@@ -158,7 +158,7 @@ def result_line(result) -> str:
     )
     return (
         f"{result.source} -> {result.target} ({result.method}, {result.backbone}): {accuracy}{describe(result.label_free)} | "
-        f"{result.iterations} it in {result.seconds:.1f}s, {result.images_per_s:.1f} img/s | {result.out}"
+        f"{result.iterations} it in {result.seconds:.1f}s, {result.images_per_s:.1f} img/s mean over the training | {result.out}"
     )
 
 

@@ -15,7 +15,7 @@ from symnets_deploy.atomic import exclusive
 from symnets_deploy.enums import ExportFormat, Head, Precision, parse_choice
 from symnets_deploy.errors import ArtifactError, UsageError
 from symnets_deploy.outputs import artifact_files, refuse_overwriting
-from symnets_deploy.export import formats as F
+from symnets_deploy.export import formats
 from symnets_deploy.export.calibration import DEFAULT_MAX_IMAGES, collect_images
 from symnets_deploy.export.compare import compare
 from symnets_deploy.export.int8 import DEFAULT_CALIBRATION_SIZE
@@ -116,7 +116,7 @@ class ExportConfig:
         return asdict(self)
 
 
-def run_export(config: ExportConfig, *, stage: Callable[[str], None] = lambda _text: None) -> F.Produced:
+def run_export(config: ExportConfig, *, stage: Callable[[str], None] = lambda _text: None) -> formats.Produced:
     """Export a checkpoint (or convert an fp32 ONNX), check it against its reference on real images, and place it.
 
     Args:
@@ -131,7 +131,7 @@ def run_export(config: ExportConfig, *, stage: Callable[[str], None] = lambda _t
             is placed under the final name.
     """
     start = time.perf_counter()
-    spec = F.FORMATS[ExportFormat(config.format)]
+    spec = formats.FORMATS[ExportFormat(config.format)]
     out = Path(config.output) if config.output else config.default_output()
     if out.suffix.lower() != spec.suffix:
         raise UsageError(f"{out}: a {config.format} artifact needs the suffix {spec.suffix}")
@@ -144,7 +144,7 @@ def run_export(config: ExportConfig, *, stage: Callable[[str], None] = lambda _t
     source, card = _open_source(config)
     images = collect_images(card, Path(config.calibration_images) if config.calibration_images else None, max_images=config.max_images)
     stage(f"{len(images.paths)} check images from {images.source}" + (f" ({len(images.skipped)} unreadable, skipped)" if images.skipped else ""))
-    job = F.ExportJob(
+    job = formats.ExportJob(
         source=source, card=card, head=Head(config.head or card.head), precision=Precision(config.precision), out=out,
         images=images, opset=config.opset, profile=config.profile() if spec.format is ExportFormat.trt else None,
         workspace_mib=config.workspace_mib, timing_cache=Path(config.timing_cache) if config.timing_cache else None, env=env,
@@ -170,7 +170,7 @@ def _same_model(artifact_card, checkpoint_card) -> bool:
     return a == b
 
 
-def run_verify(artifact: Path, checkpoint: Path, *, images: Optional[Path] = None, max_images: int = DEFAULT_MAX_IMAGES) -> F.Produced:
+def run_verify(artifact: Path, checkpoint: Path, *, images: Optional[Path] = None, max_images: int = DEFAULT_MAX_IMAGES) -> formats.Produced:
     """Rerun the equivalence check of an artifact against its checkpoint; rewrite ``<artifact>.verify.json``.
 
     The reference is the checkpoint in PyTorch (fp32, eval), deploying the head the artifact's
@@ -185,7 +185,7 @@ def run_verify(artifact: Path, checkpoint: Path, *, images: Optional[Path] = Non
     artifact = Path(artifact)
     if not artifact.is_file():
         raise UsageError(f"{artifact}: artifact not found")
-    spec = F.format_for_artifact(artifact)
+    spec = formats.format_for_artifact(artifact)
     opened = spec.open(artifact)
     model, card, _ = model_from_checkpoint(Path(checkpoint))
     if opened.weights is not None:  # recorded at export: the weights decide, not the card's metrics or dates
@@ -197,8 +197,8 @@ def run_verify(artifact: Path, checkpoint: Path, *, images: Optional[Path] = Non
     batches = calibration.batches(opened.batch, opened.min_batch)
     reference = CheckpointSource(model).reference(Head(opened.card.head), opened.card)
     report = compare(reference, [opened.candidate], batches, tolerance=tolerance_for(opened.precision))
-    accuracy = F.accuracy_of(report, calibration, card.class_names)
-    path = F.write_report(artifact, report, checked_file=artifact, fmt=spec.format, precision=opened.precision, head=opened.card.head, images=calibration, accuracy=accuracy)
+    accuracy = formats.accuracy_of(report, calibration, card.class_names)
+    path = formats.write_report(artifact, report, checked_file=artifact, fmt=spec.format, precision=opened.precision, head=opened.card.head, images=calibration, accuracy=accuracy)
     if not report:
-        raise F.failure(artifact, report, accuracy)
-    return F.Produced(artifact, report, path, (), accuracy=accuracy, images_source=calibration.source)
+        raise formats.failure(artifact, report, accuracy)
+    return formats.Produced(artifact, report, path, (), accuracy=accuracy, images_source=calibration.source)

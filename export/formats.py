@@ -23,7 +23,7 @@ from symnets_deploy.backends.trt import TrtBackend
 from symnets_deploy.card import ONNX_PROFILE_KEY, ModelCard
 from symnets_deploy.enums import ExportFormat, Head, Precision
 from symnets_deploy.errors import EquivalenceError, UsageError
-from symnets_deploy.export import trt as T
+from symnets_deploy.export import trt
 from symnets_deploy.export.calibration import CalibrationImages
 from symnets_deploy.export.compare import EquivalenceReport, compare
 from symnets_deploy.export.int8 import CALIBRATION_METHOD, DEFAULT_CALIBRATION_SIZE, calibration_subset
@@ -51,8 +51,8 @@ class ExportJob:
     out: Path
     images: CalibrationImages
     opset: int
-    profile: Optional[T.TrtProfile] = None
-    workspace_mib: int = T.DEFAULT_WORKSPACE_MIB
+    profile: Optional[trt.TrtProfile] = None
+    workspace_mib: int = trt.DEFAULT_WORKSPACE_MIB
     timing_cache: Optional[Path] = None
     env: Any = None  # what ``preflight`` returned
     calibration_size: int = DEFAULT_CALIBRATION_SIZE  # int8 only
@@ -226,17 +226,17 @@ def preflight_trt(_config=None, purpose: str = "building a TensorRT engine") -> 
 def produce_trt(job: ExportJob) -> Produced:
     """Checked ONNX first (``<name>.onnx``), then the engine, checked TensorRT vs ONNX Runtime."""
     version, device = job.env or preflight_trt()
-    profile = job.profile or T.TrtProfile()
+    profile = job.profile or trt.TrtProfile()
     batches = job.images.batches(profile.opt, profile.min)
     if not batches:
         raise UsageError(f"the equivalence check needs at least --min-batch {profile.min} images, got {len(job.images.paths)}")
     onnx_path = job.out.with_suffix(".onnx")
     onnx_done = produce_onnx(replace(job, out=onnx_path))
-    cache = job.timing_cache or T.default_timing_cache(version, device)
+    cache = job.timing_cache or trt.default_timing_cache(version, device)
     tmp = temp_path(job.out)
     try:
         job.stage(f"building the TensorRT engine (profile {profile.min}/{profile.opt}/{profile.max})")
-        T.build_engine(onnx_path, tmp, profile=profile, workspace_mib=job.workspace_mib, timing_cache=cache, precision=job.precision)
+        trt.build_engine(onnx_path, tmp, profile=profile, workspace_mib=job.workspace_mib, timing_cache=cache, precision=job.precision)
         sidecar = EngineSidecar(
             card=job.card.replace(head=job.head.value).to_dict(), tensorrt_version=version, gpu_name=device.name,
             compute_capability=device.compute_capability, profile=profile.to_dict(), precision=job.precision.value,
@@ -246,7 +246,7 @@ def produce_trt(job: ExportJob) -> Produced:
             reference_profile=json.loads(read_onnx_metadata(onnx_path)[ONNX_PROFILE_KEY]),
         )
         done = _check_and_place(
-            job, tmp, ExportFormat.trt, OrtBackend(onnx_path), T.trt_runner(tmp), batches,
+            job, tmp, ExportFormat.trt, OrtBackend(onnx_path), trt.trt_runner(tmp), batches,
             after_place=lambda: write_sidecar(job.out, sidecar),
         )
     finally:

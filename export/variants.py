@@ -17,7 +17,7 @@ from typing import Callable, Optional, Sequence
 from symnets_deploy.atomic import exclusive
 from symnets_deploy.enums import ExportFormat, Head, Precision
 from symnets_deploy.errors import EquivalenceError, UsageError
-from symnets_deploy.export import formats as F
+from symnets_deploy.export import formats
 from symnets_deploy.export.calibration import DEFAULT_MAX_IMAGES, CalibrationImages, spread
 from symnets_deploy.export.onnx import DEFAULT_OPSET
 from symnets_deploy.export.sources import CheckpointSource
@@ -36,7 +36,7 @@ VARIANTS: dict[str, tuple[ExportFormat, Precision]] = {
 def artifact_name(fmt: ExportFormat, precision: Precision) -> str:
     """``model.onnx``, ``model.fp16.onnx``, ``model.int8.onnx``, ``model.plan``, ``model.fp16.plan``."""
     infix = "" if precision is Precision.fp32 else f".{precision.value}"
-    return f"model{infix}{F.FORMATS[fmt].suffix}"
+    return f"model{infix}{formats.FORMATS[fmt].suffix}"
 
 
 def parse_variants(text: str) -> tuple[str, ...]:
@@ -52,7 +52,7 @@ def parse_variants(text: str) -> tuple[str, ...]:
 
 def preflight(names: Sequence[str]) -> dict[ExportFormat, object]:
     """What each format needs (TensorRT and a GPU for ``trt``), checked before any training (exit 4)."""
-    return {fmt: F.FORMATS[fmt].preflight(None) for fmt in dict.fromkeys(VARIANTS[n][0] for n in names)}
+    return {fmt: formats.FORMATS[fmt].preflight(None) for fmt in dict.fromkeys(VARIANTS[n][0] for n in names)}
 
 
 @dataclass(frozen=True)
@@ -62,7 +62,7 @@ class Outcome:
     name: str
     path: Path
     seconds: float
-    produced: Optional[F.Produced] = None
+    produced: Optional[formats.Produced] = None
     error: Optional[EquivalenceError] = None
 
 
@@ -96,7 +96,7 @@ def export_trained(
     for name in names:
         fmt, precision = VARIANTS[name]
         out = Path(folder) / artifact_name(fmt, precision)
-        job = F.ExportJob(
+        job = formats.ExportJob(
             source=source, card=card, head=Head(card.head), precision=precision, out=out, images=images,
             opset=DEFAULT_OPSET, profile=TrtProfile() if fmt is ExportFormat.trt else None, env=env[fmt], stage=stage,
         )
@@ -104,7 +104,7 @@ def export_trained(
         start = time.perf_counter()
         try:
             with exclusive(out, "exporting to"):
-                done = F.FORMATS[fmt].produce(job)
+                done = formats.FORMATS[fmt].produce(job)
             outcomes.append(Outcome(name, out, time.perf_counter() - start, produced=done))
         except EquivalenceError as exc:
             outcomes.append(Outcome(name, out, time.perf_counter() - start, error=exc))
