@@ -112,6 +112,9 @@ def _failure(failures: dict[int, Any], errors: Path, run: Path) -> SymnetsError:
     """One error for the whole run: a killed process first (the others only lost it), else the ranks' own error."""
     # The launcher itself sends SIGTERM to the others once one fails: the cause is the first other death.
     killed = sorted((f.exitcode == -signal.SIGTERM, getattr(f, "timestamp", 0), rank, f) for rank, f in failures.items() if f.exitcode < 0)
+    error = _first_error(errors)
+    if killed and killed[0][0] and error is not None:
+        return error  # only SIGTERM deaths: the launcher stopping the others after one failed with its own error
     if killed:
         *_, rank, failure = killed[0]
         try:
@@ -123,7 +126,6 @@ def _failure(failures: dict[int, Any], errors: Path, run: Path) -> SymnetsError:
             else "no checkpoint was written yet (--checkpoint-every N writes some); start the run again"
         )
         return ProcessLost(f"training process rank {rank} (pid {failure.pid}) {how}; the other processes stopped; {kept}")
-    error = _first_error(errors)
     if error is not None:
         return error
     code = next((f.exitcode for _, f in sorted(failures.items()) if f.exitcode > 0), 1)

@@ -162,12 +162,53 @@ def make_card(config: TrainConfig, class_names: tuple[str, ...], metrics: dict[s
     )
 
 
-def rng_state() -> dict[str, Any]:
-    """The RNG states a checkpoint saves, so ``--resume`` continues bit for bit."""
-    return {"torch": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+def rng_state(device: torch.device) -> dict[str, Any]:
+    """This process's generator states, so that ``--resume`` continues bit for bit: the CPU
+    generator's and, on CUDA, that of this process's own GPU (the one its random draws use)."""
+    state = {"torch": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
 
 
-def restore_rng(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    if state.get("cuda") and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+def rng_record(states: list[dict[str, Any]]) -> dict[str, Any]:
+    """A checkpoint's ``rng``: every rank's ``rng_state`` in rank order (``ranks``); ``torch`` repeats
+    rank 0's CPU state (the same tensor, stored once), where format-1 readers find it."""
+    return {"ranks": list(states), "torch": states[0]["torch"]}
+
+
+def restore_rng(saved: dict[str, Any], rank: int, size: int, device: torch.device) -> str:
+    """Restore this rank's generators from a checkpoint's ``rng``, as far as they fit this run.
+
+    Also reads format 1 (``torch`` and ``cuda``: one process's CPU state and every GPU's it saw).
+
+    Returns:
+        Why the run cannot continue exactly (another number of processes, or GPU generator states
+        that do not match this run's device), "" when it can. The generators without a saved
+        state keep the seed's.
+    """
+    ranks = saved["ranks"] if "ranks" in saved else [_format1_state(saved, device)]
+    lost = []
+    if len(ranks) != size:
+        lost.append(f"it was saved by {len(ranks)} process{'es' if len(ranks) != 1 else ''} and continues with {size}")
+    own = ranks[rank] if rank < len(ranks) else None
+    if own is not None:
+        torch.set_rng_state(own["torch"])
+        cuda = own.get("cuda")
+        if cuda is not None and device.type == "cuda":
+            torch.cuda.set_rng_state(cuda, device)
+        elif cuda is not None:
+            lost.append("it holds GPU generator states and continues on the CPU")
+        elif device.type == "cuda":
+            lost.append(f"it holds no generator state for {device}")
+    return "; ".join(lost)
+
+
+def _format1_state(saved: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    """A format-1 ``rng`` as one rank's state: its CPU state and the state of the GPU this process uses."""
+    state = {"torch": saved["torch"]}
+    gpus = list(saved.get("cuda") or [])
+    index = (device.index if device.index is not None else torch.cuda.current_device()) if device.type == "cuda" else 0
+    if index < len(gpus):
+        state["cuda"] = gpus[index]  # on the CPU: kept so that restore_rng says the GPU states are lost
+    return state

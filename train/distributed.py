@@ -10,14 +10,22 @@ Only rank 0 writes files. A single process is a world of one: nothing here does 
 
 from __future__ import annotations
 
+import gc
 import os
 from dataclasses import dataclass
-from typing import Any
+from datetime import timedelta
+from typing import Any, Optional
 
 import torch
 import torch.distributed as dist
 
 from symnets_deploy.errors import UsageError
+
+#: How long a rank waits in a collective for the others. Rank 0 alone decodes the evaluation data,
+#: evaluates and writes the t-SNE features while the other ranks wait in the next collective; on a
+#: large domain that outlasts NCCL's default of 10 minutes (whose watchdog then kills the run).
+#: A rank that dies is noticed by the launcher at once, so a long wait only delays a true hang.
+COLLECTIVE_TIMEOUT = timedelta(hours=2)
 
 
 @dataclass(frozen=True)
@@ -61,7 +69,7 @@ class World:
         if not dist.is_initialized():
             if device_type == "cuda":
                 torch.cuda.set_device(world.local_rank)
-            dist.init_process_group("nccl" if device_type == "cuda" else "gloo")
+            dist.init_process_group("nccl" if device_type == "cuda" else "gloo", timeout=COLLECTIVE_TIMEOUT)
         return world
 
     def shard(self, total: int) -> slice:
@@ -92,6 +100,14 @@ class World:
         if self.distributed:
             dist.barrier()
 
+    def gather(self, obj: Any) -> Optional[list[Any]]:
+        """Every rank's ``obj`` in rank order on rank 0 (which writes them), None on the others."""
+        if not self.distributed:
+            return [obj]
+        box: Optional[list[Any]] = [None] * self.size if self.is_main else None
+        dist.gather_object(obj, box, dst=0)
+        return box
+
     def broadcast(self, obj: Any) -> Any:
         """Rank 0's ``obj`` on every rank (e.g. the run id)."""
         if not self.distributed:
@@ -103,10 +119,25 @@ class World:
     def close(self) -> None:
         """Leave the process group once every rank got here (no collective still in flight)."""
         if self.distributed and dist.is_initialized():
-            import gc
-
             gc.collect()  # a DistributedDataParallel dropped by the caller must not outlive its group
             dist.barrier()
+            dist.destroy_process_group()
+
+    @staticmethod
+    def abandon() -> None:
+        """Leave the process group without waiting for the other ranks: after an exception or an interruption.
+
+        A barrier there could wait for a rank that is gone (or stopped for another reason). Leaving
+        at all matters: a group still open at exit is torn down by destructors, which abort the
+        process ('terminate called ...'). NCCL communicators are aborted rather than finalised, as
+        finalising waits for collectives that a lost peer will never join; gloo closes its sockets.
+        """
+        if not dist.is_initialized():
+            return
+        abort = getattr(dist.distributed_c10d, "_abort_process_group", None)
+        if dist.get_backend() == "nccl" and abort is not None:
+            abort()
+        else:
             dist.destroy_process_group()
 
 

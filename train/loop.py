@@ -20,7 +20,7 @@ from symnets_deploy.enums import DataOn, Method
 from symnets_deploy.errors import Interrupted, TrainingDiverged
 from symnets_deploy.run_files import CHECKPOINT
 from symnets_deploy.train import data as D
-from symnets_deploy.train.checkpoint import make_card, rng_state, save_checkpoint
+from symnets_deploy.train.checkpoint import make_card, rng_record, rng_state, save_checkpoint
 from symnets_deploy.train.config import TrainConfig
 from symnets_deploy.train.distributed import World
 from symnets_deploy.train.evaluate import EvalData, EvalResult, card_metrics, evaluate
@@ -84,16 +84,19 @@ class RunState:
     def checkpoint(self, iteration: int, metrics: dict[str, Any]) -> None:
         """``last.pt`` (rank 0), then every rank waits: none runs ahead of a checkpoint it might resume from.
 
+        Every rank calls it: rank 0 gathers each rank's generator states to save them with the weights.
+
         Raises:
             TrainingDiverged: a weight is NaN or infinite; the previous ``last.pt`` is kept.
         """
         # A loss is computed before its update, so weights can blow up an iteration before any loss shows it.
         if not all(bool(torch.isfinite(t).all()) for t in self.model.state_dict().values() if t.is_floating_point()):
             _stop_if_diverged(self, {"(weights)": float("nan")}, iteration)
+        generators = self.world.gather(rng_state(self.device))
         if self.world.is_main:
             save_checkpoint(self.out / CHECKPOINT, {
                 "model": self.model.state_dict(), "optimizer": optimizer_state(self.optimizer), "iteration": iteration,
-                "world_size": self.world.size, "rng": rng_state(), "card": self.card(metrics).to_dict(),
+                "world_size": self.world.size, "rng": rng_record(generators), "card": self.card(metrics).to_dict(),
                 "config": self.config.to_dict(), "run_id": self.run_id,
             })
         self.world.barrier()
@@ -166,16 +169,13 @@ def run_loop(run: RunState, src: D.DecodedDomain, tgt: Optional[D.DecodedDomain]
     run.reporter.stage(f"training ({step.name} step, {placement.name} data path{processes})")
     run.reporter.start(config.iterations, run.start)
     window_t, window_start = time.perf_counter(), run.start
-    sums: dict[str, torch.Tensor] = {}
     stop = run.stop
     stop.deferred = True  # from here on, a signal is answered with a checkpoint
     for it in range(run.start, end):
         p = progress(it, config.iterations)
         lam = confusion_weight(p, config.lambda_gamma)
         lrs = [annealed_lr(group["lr0"], p, config.lr_alpha, config.lr_beta) for group in optimizer.param_groups]
-        terms = step(*batch(it), lam, lrs)
-        for k, v in terms.items():
-            sums[k] = sums.get(k, 0) + v
+        step(*batch(it), lam, lrs)  # its loss terms are summed in step.sums (inside the graph when captured)
         done = it + 1
         if done % max(1, config.log_every) == 0 or done == end:
             if run.device.type == "cuda":
@@ -183,12 +183,12 @@ def run_loop(run: RunState, src: D.DecodedDomain, tgt: Optional[D.DecodedDomain]
             now = time.perf_counter()
             n = done - window_start
             record = {"iteration": done, "lambda": lam, "lr_head": lrs[0], "lr_backbone": lrs[1]}
-            record.update({k: float(v) / n for k, v in world.mean(sums).items()})
+            record.update({k: float(v) / n for k, v in world.mean(step.sums.take()).items()})
             _stop_if_diverged(run, record, done)  # every rank sees the same means: all stop together
             record["images_per_s"] = n * images_per_iter / max(now - window_t, 1e-9)
             log.write(record)
             run.reporter.advance(done, record)
-            sums, window_t, window_start = {}, now, done
+            window_t, window_start = now, done
         due = (run.eval_every and done % run.eval_every == 0) or (config.keep_every and done % config.keep_every == 0)
         if due and done != config.iterations and world.is_main:
             before = time.perf_counter()

@@ -5,8 +5,10 @@ kernels are short, and Python issues them one by one. ``GraphedStep`` records th
 (both forward passes, both losses, backward and the SGD update) once with ``torch.cuda.graph``
 and replays it, so an iteration costs one launch. What changes between iterations lives in
 device tensors the graph reads: the batch (copied into static buffers), the learning rates and
-lambda. The optimizer is ``torch.optim.SGD(fused=True)``, whose kernel takes the learning rate
-as a tensor: no host synchronisation, nothing to re-capture when the schedule moves.
+lambda (copied from pinned host memory without waiting). The optimizer is
+``torch.optim.SGD(fused=True)``, whose kernel takes the learning rate as a tensor: no host
+synchronisation, nothing to re-capture when the schedule moves. The loss terms of the metrics
+records are summed inside the graph too (``LossSums``), so nothing runs outside it per iteration.
 
 Both steps compute the same function (``training_step``); tests compare them on the CPU, where
 ``GraphedStep`` runs its body without capturing.
@@ -48,6 +50,66 @@ def make_optimizer(model: SymNet, config: TrainConfig, *, fused: bool = False) -
         groups, lr=config.lr, momentum=config.momentum, nesterov=config.momentum > 0, weight_decay=config.weight_decay,
         fused=fused or None,
     )
+
+
+#: The param-group keys that choose how SGD runs, not what it computes: they follow the process
+#: that loads a checkpoint, never the one that wrote it (``load_optimizer_state``).
+IMPLEMENTATION_FLAGS = ("fused", "foreach", "capturable", "differentiable")
+
+
+def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict) -> None:
+    """``optimizer.load_state_dict(state)``, keeping the implementation ``make_optimizer`` chose here.
+
+    ``load_state_dict`` restores every saved param-group key, ``fused``/``foreach`` included: a
+    checkpoint of a ``--nproc`` or ``--no-cuda-graph`` run would give a one-process CUDA run the
+    foreach SGD, whose tensor learning rate needs a host sync, so its graph capture would fail.
+    """
+    chosen = [{k: group[k] for k in IMPLEMENTATION_FLAGS if k in group} for group in optimizer.param_groups]
+    optimizer.load_state_dict(state)
+    for group, flags in zip(optimizer.param_groups, chosen):
+        group.update(flags)
+
+
+class LossSums:
+    """The loss terms summed over the iterations since the last ``take`` (for the metrics records).
+
+    One device vector added to in place, so in a captured step the sum is part of the graph. The
+    first ``add`` allocates, so it must not be captured (the warm-up iterations run first).
+    """
+
+    def __init__(self) -> None:
+        self.keys: tuple[str, ...] = ()
+        self.total: Optional[torch.Tensor] = None
+
+    def add(self, terms: Terms) -> None:
+        values = torch.stack([terms[k].float() for k in self.keys or sorted(terms)])
+        if self.total is None:
+            self.keys, self.total = tuple(sorted(terms)), values
+        else:
+            self.total.add_(values)
+
+    def take(self) -> Terms:
+        """The sums so far (device tensors, no sync), then start again from zero."""
+        if self.total is None:
+            return {}
+        taken = self.total.clone()
+        self.total.zero_()
+        return dict(zip(self.keys, taken.unbind()))
+
+
+def host_to_device(values: Sequence[float], device: torch.device) -> torch.Tensor:
+    """``values`` as a float32 tensor that can be copied to ``device`` without a host sync.
+
+    A copy from pageable memory makes the host wait for the stream (CUDA stages it through a
+    pinned buffer); from pinned memory with ``non_blocking=True`` it is queued like a kernel.
+    The pinned tensor may be freed as soon as the copy is queued: PyTorch's caching host
+    allocator records an event for each non-blocking copy from a pinned block and hands the
+    block out again only after that event completed (ATen/cuda/CachingHostAllocator.h), so a
+    later iteration's values never overwrite memory a queued copy has still to read: the
+    allocator double-buffers for us. On the CPU there is nothing to pin.
+    """
+    host = torch.tensor(values, dtype=torch.float32)
+    return host.pin_memory() if device.type == "cuda" else host
 
 
 def losses(model: SymNet, x_s: torch.Tensor, y_s: torch.Tensor, x_t: Optional[torch.Tensor], lam: float | torch.Tensor, config: TrainConfig) -> tuple[torch.Tensor, Terms]:
@@ -108,8 +170,10 @@ class EagerStep:
     def __init__(self, model: SymNet, optimizer: torch.optim.SGD, config: TrainConfig, placement: DataPath, objective: Optional[torch.nn.Module] = None) -> None:
         self.model, self.optimizer, self.config, self.placement = model, optimizer, config, placement
         self.objective = objective if objective is not None else Objective(model, config)
+        self.sums = LossSums()
 
     def __call__(self, x_s: torch.Tensor, y_s: torch.Tensor, x_t: Optional[torch.Tensor], lam: float, lrs: Sequence[float]) -> Terms:
+        """One iteration; returns its loss terms (also added to ``self.sums``)."""
         for group, lr in zip(self.optimizer.param_groups, lrs):
             group["lr"] = lr
         self.optimizer.zero_grad(set_to_none=True)
@@ -117,6 +181,7 @@ class EagerStep:
             total, terms = self.objective(x_s, y_s, x_t, lam)
         total.backward()
         self.optimizer.step()
+        self.sums.add(terms)
         return terms
 
 
@@ -137,7 +202,10 @@ class GraphedStep:
     def __init__(self, model: SymNet, optimizer: torch.optim.SGD, config: TrainConfig, placement: DataPath, *,
                  warmup: int = WARMUP_ITERATIONS, capture: bool = True) -> None:
         self.model, self.optimizer, self.config, self.placement = model, optimizer, config, placement
+        if warmup < 1:
+            raise ValueError("a captured step needs at least one warm-up iteration (momentum buffers and sums are allocated there)")
         self.warmup, self.capture, self.calls = warmup, capture, 0
+        self.sums = LossSums()
         self.scalars: Optional[torch.Tensor] = None  # [lambda, lr per group], made at the first call
         self.inputs: Optional[list[Optional[torch.Tensor]]] = None
         self.graph: Optional[torch.cuda.CUDAGraph] = None
@@ -150,6 +218,7 @@ class GraphedStep:
         with self.placement.autocast(cache_enabled=False):
             terms = training_step(self.model, x_s, y_s, x_t, self.scalars[0], self.config)
         self.optimizer.step()
+        self.sums.add(terms)
         return terms
 
     def _eager(self) -> Terms:
@@ -175,13 +244,14 @@ class GraphedStep:
         return outputs
 
     def __call__(self, x_s: torch.Tensor, y_s: torch.Tensor, x_t: Optional[torch.Tensor], lam: float, lrs: Sequence[float]) -> Terms:
+        """One iteration; returns its loss terms (once captured, the graph's outputs, overwritten by the next replay)."""
         if self.inputs is None:
             self.inputs = [None if x is None else torch.empty_like(x) for x in (x_s, y_s, x_t)]
             # lambda and one learning rate per group in one device vector: one copy per iteration.
             self.scalars = torch.zeros(1 + len(self.optimizer.param_groups), device=x_s.device)
             for index, group in enumerate(self.optimizer.param_groups, start=1):
                 group["lr"] = self.scalars[index]
-        self.scalars.copy_(torch.tensor([lam, *lrs], dtype=self.scalars.dtype))
+        self.scalars.copy_(host_to_device([lam, *lrs], self.scalars.device), non_blocking=True)
         for static, x in zip(self.inputs, (x_s, y_s, x_t)):
             if x is not None:
                 static.copy_(x)

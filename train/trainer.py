@@ -39,7 +39,7 @@ from symnets_deploy.train.interrupt import StopRequest
 from symnets_deploy.train.run_folder import (
     MetricsLog, check_resume, check_split, claim_new_run, run_lock, undo_start, unfinished_start, write_json,
 )
-from symnets_deploy.train.step import Objective, make_optimizer
+from symnets_deploy.train.step import Objective, load_optimizer_state, make_optimizer
 
 __all__ = ["Reporter", "TrainResult", "Trained", "make_card", "resolve_device", "train"]
 
@@ -138,9 +138,12 @@ def _open_run(config: TrainConfig, reporter: Reporter, resume: bool, overwrite: 
         run.run_id = check_resume(out, ckpt, config.to_dict(), source.class_names)  # before weights that may not fit
         check_split(out, source, source_val)
         model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
+        load_optimizer_state(optimizer, ckpt["optimizer"])  # with the SGD implementation chosen above, not the saved one
         run.start = int(ckpt["iteration"])
-        restore_rng(ckpt["rng"])
+        lost = restore_rng(ckpt["rng"], world.rank, world.size, device)
+        if lost:  # rank 0 alone says it (the others report nowhere)
+            reporter.warn(f"{out / CHECKPOINT}: the random generators are restored only in part ({lost}): "
+                          "the run continues, but not bit for bit as it would have without the interruption")
     else:
         run.run_id = claim_new_run(out, overwrite=overwrite) if world.is_main else None
         claimed.append(True)
@@ -240,6 +243,7 @@ def train(
             started = True
             final = _train(config, reporter or Reporter(), resume, overwrite, stop_at, on_finished, stop, claimed)
     except BaseException as exc:
+        World.abandon()  # a failed or interrupted process leaves its process group too, without a barrier
         # A diverged run keeps its metrics.jsonl to read; a next run in the folder replaces it (claim_new_run).
         if started and main and not resume and not (out / CHECKPOINT).exists() and not isinstance(exc, TrainingDiverged):
             undo_start(out, claimed=bool(claimed), was_empty=was_empty)
@@ -271,7 +275,7 @@ def _train(config: TrainConfig, reporter: Reporter, resume: bool, overwrite: boo
         return _summary(run, run.last_eval, [], **summary)
     run.seconds["train"] = time.perf_counter() - t0
     if not run.world.is_main:  # rank 0 evaluates and writes; the others wait for its results
-        run.world.barrier()
+        run.checkpoint(config.iterations, {})  # rank 0 writes it (with every rank's generator states)
         final = run.world.broadcast(None)
         run.world.close()
         return TrainResult(**final)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -11,9 +12,10 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from symnets_deploy.errors import ArtifactError  # noqa: E402
-from symnets_deploy.train.checkpoint import load_checkpoint  # noqa: E402
+from symnets_deploy.train.checkpoint import build_model, load_checkpoint, save_checkpoint  # noqa: E402
 from symnets_deploy.train.config import TrainConfig  # noqa: E402
-from symnets_deploy.train.trainer import train  # noqa: E402
+from symnets_deploy.train.step import load_optimizer_state, make_optimizer  # noqa: E402
+from symnets_deploy.train.trainer import Reporter, train  # noqa: E402
 
 ITERATIONS = 10
 LOSS_KEYS = ("cls_total", "feat_total", "cls_source_task", "feat_entropy")
@@ -92,7 +94,8 @@ def test_weights_and_optimizer_identical(runs, resumed):
     _assert_same_tensors(a["optimizer"], b["optimizer"], "optimizer")
     # Momentum buffers exist for every parameter (the optimizer state was really carried over).
     assert len(a["optimizer"]["state"]) == sum(len(g["params"]) for g in a["optimizer"]["param_groups"])
-    assert torch.equal(a["rng"]["torch"], b["rng"]["torch"])
+    _assert_same_tensors(a["rng"], b["rng"], "rng")
+    assert len(a["rng"]["ranks"]) == 1 and torch.equal(a["rng"]["torch"], a["rng"]["ranks"][0]["torch"])
     assert a["card"]["metrics"] == b["card"]["metrics"]
 
 
@@ -139,3 +142,80 @@ def test_stop_at_reports_the_latest_evaluation(runs):
 def test_resume_without_checkpoint_is_an_artifact_error(shapes_root, tmp_path):
     with pytest.raises(ArtifactError, match="last.pt"):
         train(_config(shapes_root, tmp_path / "empty"), resume=True)
+
+
+class _Warnings(Reporter):
+    def __init__(self) -> None:
+        self.warnings: list[str] = []
+
+    def warn(self, text: str) -> None:
+        self.warnings.append(text)
+
+
+@pytest.fixture(scope="module")
+def stopped_at_2(shapes_root, tmp_path_factory) -> Path:
+    """A run stopped (with its checkpoint) at iteration 2 of ITERATIONS, to be copied and altered."""
+    run = tmp_path_factory.mktemp("stopped") / "run"
+    train(replace(_config(shapes_root, run), eval_every=0), stop_at=2)
+    return run
+
+
+def _resume_altered(stopped: Path, data_root: Path, tmp_path: Path, alter) -> tuple[Path, list[str]]:
+    """Resume a copy of ``stopped`` whose last.pt ``alter`` changed; the finished run and its warnings."""
+    run = tmp_path / "run"
+    shutil.copytree(stopped, run)
+    ckpt = load_checkpoint(run)
+    alter(ckpt)
+    save_checkpoint(run / "last.pt", {k: v for k, v in ckpt.items() if k != "format"})
+    reporter = _Warnings()
+    train(replace(_config(data_root, run), eval_every=0), reporter, resume=True)
+    return run, reporter.warnings
+
+
+def test_resume_keeps_the_sgd_implementation_this_run_chose(stopped_at_2, shapes_root, tmp_path) -> None:
+    """A checkpoint's param groups carry the writer's fused/foreach flags (issue 19 item 1): a
+    CUDA-graph run's (fused) resumed on the CPU must go on with the CPU's choice, as a
+    ``--nproc`` run's (foreach) resumed in one CUDA process must go on with the fused SGD."""
+    def written_by_a_graphed_run(ckpt) -> None:
+        for group in ckpt["optimizer"]["param_groups"]:
+            group.update(fused=True, foreach=None)
+
+    run, _ = _resume_altered(stopped_at_2, shapes_root, tmp_path, written_by_a_graphed_run)
+    groups = load_checkpoint(run)["optimizer"]["param_groups"]
+    assert [(g["fused"], g["foreach"]) for g in groups] == [(None, None)] * 2
+
+
+@pytest.mark.parametrize("chosen, saved", [(True, False), (False, True)])
+def test_loading_an_optimizer_state_keeps_the_implementation_flags(chosen: bool, saved: bool) -> None:
+    config = _config(Path("unused"), Path("unused"))
+    model = build_model(config, 3)
+    state = make_optimizer(model, config, fused=saved).state_dict()
+    for group in state["param_groups"]:
+        group["foreach"] = None if saved else True  # as torch's default picks on CUDA without fused
+        group["lr"] = 0.123
+    optimizer = make_optimizer(model, config, fused=chosen)
+    load_optimizer_state(optimizer, state)
+    assert [(g["fused"], g["foreach"]) for g in optimizer.param_groups] == [(True if chosen else None, None)] * 2
+    assert [g["lr"] for g in optimizer.param_groups] == [0.123] * 2  # the state itself is loaded
+
+
+def _gpu_states(n: int) -> list[torch.Tensor]:
+    return [torch.arange(16, dtype=torch.uint8) + i for i in range(n)]  # a CUDA generator state: seed and offset
+
+
+@pytest.mark.parametrize("rng", [
+    pytest.param(lambda cpu: {"torch": cpu, "cuda": _gpu_states(2)}, id="format-1-two-gpus"),
+    pytest.param(lambda cpu: {"ranks": [{"torch": cpu, "cuda": s} for s in _gpu_states(2)], "torch": cpu}, id="two-ranks-on-gpus"),
+])
+def test_generator_states_that_do_not_fit_are_restored_in_part_with_one_warning(stopped_at_2, shapes_root, tmp_path, rng) -> None:
+    """Saved by two GPU processes (or one process seeing two GPUs), resumed in one CPU process
+    (issue 19 item 2): no IndexError, the CPU generator restored, and one warning that the run is
+    no longer exact."""
+    def from_two_gpus(ckpt) -> None:
+        ckpt["rng"] = rng(ckpt["rng"]["torch"])
+
+    run, warnings = _resume_altered(stopped_at_2, shapes_root, tmp_path, from_two_gpus)
+    assert load_checkpoint(run)["iteration"] == ITERATIONS
+    about_generators = [w for w in warnings if "random generators" in w]  # (the others: the tiny run's own scores)
+    assert len(about_generators) == 1 and "not bit for bit" in about_generators[0] and "GPU generator states" in about_generators[0], warnings
+
