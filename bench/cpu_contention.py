@@ -5,7 +5,9 @@ quiet machine and beside K single-thread busy loops, each under a given environm
 come from the run's own ``summary.json`` (training only), the wall time from the process.
 
     python bench/cpu_contention.py --data-root ../shared/data/digits_mnist_usps --busy 4
-    python bench/cpu_contention.py ... --env "OMP_WAIT_POLICY=libgomp"    # an unknown value: libgomp's own default (before the fix)
+    python bench/cpu_contention.py ... --env "OMP_NUM_THREADS=1" --env "GOMP_SPINCOUNT=10000"   # more rows, other settings
+
+Before train/threads.py (commit fe7e039 and earlier) training kept every intra-op thread whatever the load.
 
 A fair share of C cores among T busy threads is about T / C times the quiet time.
 """

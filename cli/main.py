@@ -18,12 +18,6 @@ from symnets_deploy import __version__
 from symnets_deploy.cli.options import PlainArguments
 from symnets_deploy.errors import SymnetsError
 
-#: torch's OpenMP threads spin at the end of each parallel region by default. On a CPU that other jobs share, a
-#: spinning thread holds the core its descheduled partner needs, and each of a small model's many short regions
-#: then waits a time slice (issue 19, item 10; ``bench/cpu_contention.py``). Waiting passively yields the core.
-#: Set before torch is imported (the commands import it lazily); a value the user set wins.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
 
 class _FlagsWithoutType:
     """Flags take no value: no ``<bool>`` type column for them (``--help`` included) in help."""

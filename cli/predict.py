@@ -41,7 +41,7 @@ def predict(
 
     When the model carries a reference profile (every export does; 'symnets profile' adds one to an older file), the run is compared with the images the model was adapted to, without any label: an estimated accuracy beside the reference's, a drift verdict with its reasons, and per image the columns low_confidence and unusual (images unlike the reference, worth labeling).
     """
-    from symnets_deploy.errors import PartialFailure, UsageError
+    from symnets_deploy.errors import UsageError
     from symnets_deploy.inputs import collect_paths
     from symnets_deploy.outputs import artifact_files, refuse_overwriting
     from symnets_deploy.predictor import Predictor
@@ -67,12 +67,16 @@ def predict(
             stats = write_predictions(rows, output, fmt)
         seconds = time.perf_counter() - start
         monitored = predictor.monitoring_summary()
+    ran_on = f"{stats.rows / max(seconds, 1e-9):.1f} images/s ({predictor.backend.name} {predictor.precision}, batch {predictor.batch_size})"
+    _finish(stats, seconds, ran_on, output, engine, monitored, summary, fail_on_drift)
+
+
+def _finish(stats, seconds: float, ran_on: str, output: str, engine: Path, monitored, summary, fail_on_drift: bool) -> None:
+    """The end of a prediction, local or on Ray: monitoring, the one summary line, and exit 3 when rows failed."""
+    from symnets_deploy.errors import PartialFailure
+
     print_monitoring(monitored, engine)
-    typer.echo(
-        f"{stats.rows} images, {stats.failures} failed, {seconds:.1f} s, {stats.rows / max(seconds, 1e-9):.1f} images/s "
-        f"({predictor.backend.name} {predictor.precision}, batch {predictor.batch_size}) -> {'stdout' if output == '-' else output}",
-        err=True,
-    )
+    typer.echo(f"{stats.rows} images, {stats.failures} failed, {seconds:.1f} s, {ran_on} -> {'stdout' if output == '-' else output}", err=True)
     save_monitoring(monitored, summary, fail_on_drift)
     if stats.failures:
         raise PartialFailure(f"{stats.failures} of {stats.rows} images could not be predicted (rows with status=error)")
@@ -112,7 +116,7 @@ def _predict_on_ray(paths, engine: Path, address: str, actors: int, output: str,
 
     The address and the model are checked as without --ray before any cluster starts (one line, exit 2/4/5).
     """
-    from symnets_deploy.errors import PartialFailure, UsageError
+    from symnets_deploy.errors import UsageError
     from symnets_deploy.monitoring import RunningStats
     from symnets_deploy.predictor import Predictor
     from symnets_deploy.ray_batch import cluster_endpoint, predict_paths_ray
@@ -137,11 +141,7 @@ def _predict_on_ray(paths, engine: Path, address: str, actors: int, output: str,
     stats = write_predictions(predictions, output, fmt)
     seconds = time.perf_counter() - start
     monitored = monitor.summary() if monitor is not None else None
-    print_monitoring(monitored, engine)
-    typer.echo(f"{stats.rows} images, {stats.failures} failed, {seconds:.1f} s on Ray ({actors} actors, {address}) -> {'stdout' if output == '-' else output}", err=True)
-    save_monitoring(monitored, summary, fail_on_drift)
-    if stats.failures:
-        raise PartialFailure(f"{stats.failures} of {stats.rows} images could not be predicted (rows with status=error)")
+    _finish(stats, seconds, f"on Ray ({actors} actors, {address})", output, engine, monitored, summary, fail_on_drift)
 
 
 def _progress(predictions: Iterable, total: int) -> Iterator:

@@ -13,6 +13,7 @@ code that already holds logits (the export check) reports accuracy the same way.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -158,15 +159,15 @@ class Evaluation:
         Returns:
             Lines joined by newlines (no trailing newline).
         """
-        top = f"; top-{self.top_k} {_percent(self.top_k_accuracy)}" if self.top_k > 1 else ""
-        lines = [f"accuracy {_percent(self.accuracy)} ({self.correct}/{self.images} images{top}), {len(self.failed)} failed"]
+        top = f"; top-{self.top_k} {percent(self.top_k_accuracy)}" if self.top_k > 1 else ""
+        lines = [f"accuracy {percent(self.accuracy)} ({self.correct}/{self.images} images{top}), {len(self.failed)} failed"]
         if self.monitoring is not None:
             m = self.monitoring
-            lines.append(f"estimated without labels {_percent(m['estimated_accuracy'])} (reference {_percent(m['reference_estimated_accuracy'])}); "
+            lines.append(f"estimated without labels {percent(m['estimated_accuracy'])} (reference {percent(m['reference_estimated_accuracy'])}); "
                          + ("drift: " + "; ".join(m["reasons"]) if m["drift"] else "no drift"))
         label_w = max(len(name) for name in self.class_names)
         for name, row in self.per_class.items():
-            lines.append(f"  {name:<{label_w}}  {_percent(row['accuracy']):>7}  ({row['correct']}/{row['images']})")
+            lines.append(f"  {name:<{label_w}}  {percent(row['accuracy']):>7}  ({row['correct']}/{row['images']})")
         return "\n".join(lines + _confusion_lines(self, width))
 
 
@@ -263,8 +264,9 @@ def _indices(values: Sequence[int] | np.ndarray, what: str, k: int) -> np.ndarra
     return array
 
 
-def _percent(value: Optional[float]) -> str:
-    return "n/a" if value is None else f"{100 * value:.2f}%"
+def percent(value: Any) -> str:
+    """A fraction as a percentage with two decimals ("12.50 %"), "n/a" when missing or not finite: one form for every page."""
+    return f"{100 * value:.2f} %" if isinstance(value, (int, float)) and math.isfinite(value) else "n/a"
 
 
 def _confusion_lines(result: Evaluation, width: int) -> list[str]:

@@ -24,7 +24,7 @@ import numpy as np
 
 from symnets_deploy.atomic import atomic_write
 from symnets_deploy.errors import UsageError
-from symnets_deploy.evaluation import Evaluation
+from symnets_deploy.evaluation import Evaluation, percent
 from symnets_deploy.run_files import CONFIG, FEATURES_AFTER as AFTER, FEATURES_BEFORE as BEFORE, METRICS, SUMMARY, TARGET_EVALUATION as EVALUATION, UNLABELED
 from symnets_deploy.run_reading import Problems, artifact_rows, checked_summary, metrics_records, read_evaluation, read_features, read_json_object
 from symnets_deploy.report_figures import (  # noqa: F401  (pyplot: `symnets evaluate` imports it from here)
@@ -189,10 +189,6 @@ def _finite(value: Any) -> bool:
     return isinstance(value, (int, float)) and math.isfinite(value)
 
 
-def _percent(value: Optional[float]) -> str:
-    return f"{100 * value:.2f} %" if _finite(value) else "n/a"
-
-
 def _score(value: Any, scale: float) -> str:
     if not _finite(value):
         return "n/a"
@@ -228,7 +224,7 @@ def _summary_rows(summary: dict[str, Any], config: dict[str, Any], facts: _Facts
         labels = "unknown"
     no_acc = "n/a (no target labels)" if facts.labeled is False else "n/a"
     rows: list[tuple[str, Any]] = [("target labels", labels)]
-    rows += [(f"target accuracy ({name}, {_every_target_image(summary)})", _percent(summary[key])) if _finite(summary.get(key)) else
+    rows += [(f"target accuracy ({name}, {_every_target_image(summary)})", percent(summary[key])) if _finite(summary.get(key)) else
              (f"target accuracy ({name})", no_acc) for name, key in (("Ct", "target_acc_ct"), ("Cs", "target_acc_cs"), ("paired", "target_acc_paired"))]
     scores = summary.get("label_free") or {}
     if scores:
@@ -280,7 +276,7 @@ def _comparison(run: Path, summary: Optional[dict[str, Any]], compared: Sequence
     runs = [(run, summary or {}), *((path, other or {}) for path, other in compared)]
     rows: list[tuple[str, Any]] = [
         ("method", lambda s: s.get("method")), ("iterations", lambda s: s.get("iterations")),
-        (f"target accuracy (Ct, {_every_target_image(summary or {})}; labels used to evaluate only)", lambda s: _percent(s.get("target_acc_ct"))),
+        (f"target accuracy (Ct, {_every_target_image(summary or {})}; labels used to evaluate only)", lambda s: percent(s.get("target_acc_ct"))),
         *((f"{label.replace(' (%)', '')} (label-free)", lambda s, key=key, scale=scale: _score((s.get("label_free") or {}).get(key), scale))
           for key, label, scale in SCORES),
     ]
@@ -337,7 +333,7 @@ def _html(run, out, config, summary, figures, missing, artifacts, facts: _Facts)
         body = "".join(
             f"<tr><td>{html.escape(a['artifact'])}{'' if a['present'] else ' (missing)'}</td><td>{html.escape(a['format'])}</td><td>{html.escape(a['precision'])}</td>"
             f"<td>{html.escape(a['head'])}</td><td>{('passed' if a['passed'] else 'FAILED') if a['readable'] else 'unreadable'}</td>"
-            f"<td>{html.escape(str(a['images']) if a['images'] is not None else 'n/a')}</td><td>{_percent(a['accuracy'])}</td><td>{html.escape(a['report'])}</td></tr>"
+            f"<td>{html.escape(str(a['images']) if a['images'] is not None else 'n/a')}</td><td>{percent(a['accuracy'])}</td><td>{html.escape(a['report'])}</td></tr>"
             for a in artifacts
         )
         every = f" ({_every_target_image(summary)})" if summary else ""

@@ -19,7 +19,7 @@ from symnets_deploy import label_free
 from symnets_deploy.enums import Head
 from symnets_deploy.preprocess import PreprocessConfig
 from symnets_deploy.run_files import LABELED, UNLABELED
-from symnets_deploy.train import data as D
+from symnets_deploy.train import data as domains
 from symnets_deploy.train.model import SymNet, deployed_logits
 from symnets_deploy.train.placement import DataPath
 
@@ -61,14 +61,14 @@ class EvalData:
         return self.target_labels is not None
 
 
-def load_eval_data(source: D.Domain, source_val: D.Domain, target: D.Domain, cfg: PreprocessConfig, threads: int = 0) -> EvalData:
+def load_eval_data(source: domains.Domain, source_val: domains.Domain, target: domains.Domain, cfg: PreprocessConfig, threads: int = 0) -> EvalData:
     """Decode the target and the held-out source images through the runtime's preprocessing.
 
     Args:
         source: the whole labeled source domain (for the class shares); source_val: its held-out part.
     """
-    target_images, target_labels = D.decode_eval(target, cfg, threads)
-    val_images, val_labels = D.decode_eval(source_val, cfg, threads)
+    target_images, target_labels = domains.decode_eval(target, cfg, threads)
+    val_images, val_labels = domains.decode_eval(source_val, cfg, threads)
     shares = np.bincount(source.labels, minlength=len(source.class_names)) / max(1, len(source.samples))
     return EvalData(target_images, target_labels, val_images, val_labels, shares, source.class_names)
 

@@ -18,7 +18,7 @@ import torch
 
 from symnets_deploy.atomic import atomic_write
 from symnets_deploy.preprocess import PreprocessConfig
-from symnets_deploy.train import data as D
+from symnets_deploy.train import data as domains
 from symnets_deploy.train.evaluate import batched
 from symnets_deploy.train.model import SymNet
 from symnets_deploy.train.placement import DataPath
@@ -38,7 +38,7 @@ def extract(model: SymNet, images: torch.Tensor, batch_size: int, placement: Dat
 
 
 def write_features(
-    path: Path, model: SymNet, source: D.Domain, target_images: torch.Tensor, target_labels: Optional[torch.Tensor],
+    path: Path, model: SymNet, source: domains.Domain, target_images: torch.Tensor, target_labels: Optional[torch.Tensor],
     cfg: PreprocessConfig, batch_size: int, placement: DataPath, threads: int = 0,
 ) -> Path:
     """Decode the source sample, run G on both samples, and write ``path`` atomically.
@@ -48,12 +48,12 @@ def write_features(
             unlabeled; stored as -1, so the report colours the target by domain only).
     """
     src_index = sample_indices(len(source.samples))
-    src_images, src_labels = D.decode_eval(replace(source, samples=tuple(source.samples[i] for i in src_index)), cfg, threads)
+    src_images, src_labels = domains.decode_eval(replace(source, samples=tuple(source.samples[i] for i in src_index)), cfg, threads)
     tgt_index = sample_indices(len(target_images))
     arrays = {
         "source": extract(model, src_images, batch_size, placement).astype(np.float16), "source_labels": src_labels.numpy(),
         "target": extract(model, target_images[tgt_index], batch_size, placement).astype(np.float16),
-        "target_labels": target_labels[tgt_index].numpy() if target_labels is not None else np.full(len(tgt_index), D.UNLABELED, dtype=np.int64),
+        "target_labels": target_labels[tgt_index].numpy() if target_labels is not None else np.full(len(tgt_index), domains.UNLABELED, dtype=np.int64),
     }
     buffer = io.BytesIO()
     np.savez_compressed(buffer, **arrays)

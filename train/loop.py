@@ -19,7 +19,7 @@ from symnets_deploy.card import ModelCard
 from symnets_deploy.enums import DataOn, Method
 from symnets_deploy.errors import Interrupted, TrainingDiverged
 from symnets_deploy.run_files import CHECKPOINT
-from symnets_deploy.train import data as D
+from symnets_deploy.train import data as domains
 from symnets_deploy.train.checkpoint import make_card, rng_record, rng_state, save_checkpoint
 from symnets_deploy.train.config import TrainConfig
 from symnets_deploy.train.distributed import World
@@ -30,6 +30,7 @@ from symnets_deploy.train.placement import DataPath, UploadAhead
 from symnets_deploy.train.run_folder import kept_path
 from symnets_deploy.train.schedules import annealed_lr, confusion_weight, progress
 from symnets_deploy.train.step import make_step, optimizer_state
+from symnets_deploy.train.threads import ThreadFit
 
 
 class Reporter:
@@ -61,10 +62,10 @@ class RunState:
     device: torch.device
     world: World
     placement: DataPath
-    source: D.Domain
-    train_source: D.Domain
-    source_val: D.Domain
-    target: D.Domain
+    source: domains.Domain
+    train_source: domains.Domain
+    source_val: domains.Domain
+    target: domains.Domain
     model: SymNet
     objective: Optional[torch.nn.Module]
     optimizer: torch.optim.SGD
@@ -136,21 +137,21 @@ def _stop_if_diverged(run: RunState, losses: dict[str, Any], iteration: int) -> 
     )
 
 
-def run_loop(run: RunState, src: D.DecodedDomain, tgt: Optional[D.DecodedDomain], location: DataOn, end: int) -> str:
+def run_loop(run: RunState, src: domains.DecodedDomain, tgt: Optional[domains.DecodedDomain], location: DataOn, end: int) -> str:
     """Iterations ``run.start`` to ``end``: steps, metrics records, evaluations, checkpoints, the stop agreement.
 
     Returns:
         The step that ran ("eager", "cuda-graph", or why the capture failed).
     """
     config, world, placement, log, optimizer = run.config, run.world, run.placement, run.log, run.optimizer
-    samplers = [D.BatchSampler(len(src), config.batch_size, config.seed, 0), D.BatchSampler(len(run.target.samples), config.batch_size, config.seed, 1)]
+    samplers = [domains.BatchSampler(len(src), config.batch_size, config.seed, 0), domains.BatchSampler(len(run.target.samples), config.batch_size, config.seed, 1)]
     share = world.shard(config.batch_size)  # this rank's rows of every global batch
 
-    def crop(stream: int, it: int, decoded: D.DecodedDomain) -> tuple[torch.Tensor, torch.Tensor]:
+    def crop(stream: int, it: int, decoded: domains.DecodedDomain) -> tuple[torch.Tensor, torch.Tensor]:
         """uint8 crops and labels of this rank's share, where ``decoded`` lives."""
         idx = samplers[stream].indices(it)
-        x = D.random_crop_flip(decoded.images, decoded.sizes, idx, config.image_size, D.augmentation_generator(config.seed, it, stream), share)
-        return x, decoded.labels[D.upload(idx[share], decoded.labels.device)]
+        x = domains.random_crop_flip(decoded.images, decoded.sizes, idx, config.image_size, domains.augmentation_generator(config.seed, it, stream), share)
+        return x, decoded.labels[domains.upload(idx[share], decoded.labels.device)]
 
     def crops(it: int) -> list[Optional[torch.Tensor]]:
         return [*crop(0, it, src), crop(1, it, tgt)[0] if tgt is not None else None]
@@ -171,6 +172,9 @@ def run_loop(run: RunState, src: D.DecodedDomain, tgt: Optional[D.DecodedDomain]
     window_t, window_start = time.perf_counter(), run.start
     stop = run.stop
     stop.deferred = True  # from here on, a signal is answered with a checkpoint
+    threads = ThreadFit() if run.device.type == "cpu" else None  # one thread while other jobs crowd the cores
+    if threads is not None:
+        threads.update()
     for it in range(run.start, end):
         p = progress(it, config.iterations)
         lam = confusion_weight(p, config.lambda_gamma)
@@ -178,6 +182,8 @@ def run_loop(run: RunState, src: D.DecodedDomain, tgt: Optional[D.DecodedDomain]
         step(*batch(it), lam, lrs)  # its loss terms are summed in step.sums (inside the graph when captured)
         done = it + 1
         if done % max(1, config.log_every) == 0 or done == end:
+            if threads is not None:
+                threads.update()
             if run.device.type == "cuda":
                 torch.cuda.synchronize()
             now = time.perf_counter()
@@ -204,6 +210,8 @@ def run_loop(run: RunState, src: D.DecodedDomain, tgt: Optional[D.DecodedDomain]
             run.checkpoint(done, {})
             run.reporter.stop()
             raise Interrupted(f"{stop.reason()} at iteration {done} of {config.iterations}: checkpoint saved; continue with: symnets train --resume {run.out}", stop.exit_signal())
+    if threads is not None:
+        threads.restore()
     if run.device.type == "cuda":
         torch.cuda.synchronize()
     fallback = getattr(step, "fallback", None)

@@ -23,7 +23,7 @@ from symnets_deploy.errors import Interrupted, TrainingDiverged, UsageError
 from symnets_deploy.evaluation import summarize
 from symnets_deploy.preprocess import PreprocessConfig
 from symnets_deploy.run_files import CHECKPOINT, CONFIG, FEATURES_AFTER, FEATURES_BEFORE, LABELED, METRICS, SUMMARY, TARGET_EVALUATION, UNLABELED, target_labels_line
-from symnets_deploy.train import data as D
+from symnets_deploy.train import data as domains
 from symnets_deploy.train.cache import default_cache_dir, load_or_decode
 from symnets_deploy.train.checkpoint import build_model, load_checkpoint, make_card, restore_rng
 from symnets_deploy.train.config import TrainConfig
@@ -126,9 +126,9 @@ def _open_run(config: TrainConfig, reporter: Reporter, resume: bool, overwrite: 
         torch.backends.cudnn.benchmark = True  # fixed shapes every iteration: autotune once
     torch.manual_seed(config.seed)
     reporter.stage("scanning domains")
-    source, target = D.load_domains(Path(config.data_root), config.source, config.target, config.dataset,
+    source, target = domains.load_domains(Path(config.data_root), config.source, config.target, config.dataset,
                                     ignore_target_labels=config.target_labels == TargetLabels.ignore)
-    train_source, source_val = D.split_source(source, config.source_val, config.seed)
+    train_source, source_val = domains.split_source(source, config.source_val, config.seed)
     model = build_model(config, len(source.class_names)).to(device, memory_format=placement.memory_format())
     objective = wrap(Objective(model, config), world, device) if world.distributed else None  # SyncBatchNorm on CUDA first
     optimizer = make_optimizer(model, config, fused=device.type == "cuda" and config.cuda_graph and not world.distributed)
@@ -165,7 +165,7 @@ def _decode(run: RunState):
     """Decoded training domains where they will live, the evaluation data (rank 0), and the t-SNE features before."""
     config, placement = run.config, run.placement
     run.reporter.stage(f"decoding {len(run.train_source.samples)} source and {len(run.target.samples)} target images ({placement.name} data path)")
-    resize = D.train_resize(config.image_size)
+    resize = domains.train_resize(config.image_size)
     cache_dir = (Path(config.cache_dir) if config.cache_dir else default_cache_dir()) if config.cache else None
     warned: set[str] = set()
 

@@ -35,7 +35,7 @@ def test_prints_accuracy_and_writes_json(tiny_onnx: Path, shapes_root: Path, tmp
     data = json.loads(out.read_text())
     assert JSON_KEYS <= set(data) and data["accuracy"] == pytest.approx(expected)
     assert data["images"] == 18 and data["failed"] == [] and data["top_k"] == 2
-    assert result.stdout.startswith(f"accuracy {100 * expected:.2f}% (") and "top-2" in result.stdout
+    assert result.stdout.startswith(f"accuracy {100 * expected:.2f} % (") and "top-2" in result.stdout
     assert "confusion matrix" in result.stdout and all(name in result.stdout for name in data["class_names"])
 
 

@@ -134,13 +134,15 @@ def test_open_backend_picks_from_the_table(tiny_onnx: Path, tmp_path: Path) -> N
     "name, kwargs, message",
     [
         ("missing.onnx", {}, "not found"),
-        ("model.pt", {}, "unknown engine type '.pt'"),
+        ("model.bin", {}, "unknown engine type '.bin'"),
+        ("model.pt", {}, "is a training checkpoint, not an exported model; run 'symnets export"),
+        (".", {}, "is a folder, not a model file"),
         ("model.onnx", {"device": "tpu"}, "unknown device"),
         ("model.plan", {"provider": "cuda"}, "always runs on TensorRT"),
     ],
 )
 def test_open_backend_usage_errors(tmp_path: Path, name: str, kwargs: dict, message: str) -> None:
-    for existing in ("model.pt", "model.onnx", "model.plan"):
+    for existing in ("model.pt", "model.bin", "model.onnx", "model.plan"):
         (tmp_path / existing).write_bytes(b"x")
     with pytest.raises(UsageError, match=message) as info:
         open_backend(tmp_path / name, **kwargs)
