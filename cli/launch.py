@@ -18,6 +18,7 @@ from typing import Any, Optional
 
 import typer
 
+from symnets_deploy.cli.options import given
 from symnets_deploy.errors import ProcessLost, SymnetsError, UsageError
 
 #: Where a worker leaves its error for the launcher (a folder; one file per rank).
@@ -33,8 +34,7 @@ def command_line(ctx: typer.Context, skip: tuple[str, ...] = ("nproc",)) -> list
     for param in ctx.command.params:
         if param.name in skip or not param.opts:
             continue
-        source = getattr(ctx.get_parameter_source(param.name), "name", "")
-        if source not in ("COMMANDLINE", "ENVIRONMENT"):
+        if not given(ctx, param.name):
             continue
         value = ctx.params[param.name]
         if getattr(param, "is_flag", False):

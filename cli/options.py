@@ -21,6 +21,11 @@ DEVICE = typer.Option(Device.auto, help="auto: TensorRT/CUDA when available, els
 PROVIDER = typer.Option(None, case_sensitive=False, metavar="NAME", help="ONNX Runtime provider: tensorrt, cuda or cpu (overrides --device).", rich_help_panel=RUNTIME)
 THREADS = typer.Option(0, min=0, metavar="N", help="Inference threads in total (0: one per CPU core).", rich_help_panel=RUNTIME)
 
+def given(ctx: typer.Context, name: str) -> bool:
+    """Whether the user gave option ``name`` (on the command line or in the environment), not its default."""
+    return getattr(ctx.get_parameter_source(name), "name", "") in ("COMMANDLINE", "ENVIRONMENT")
+
+
 def named_checkpoint(path: Path) -> Path:
     """A checkpoint typed on the command line (the file, or a run folder holding ``last.pt``), checked before any work.
 

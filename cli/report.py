@@ -39,6 +39,11 @@ def report(
         typer.echo(f"{name}: {path}")
     for name, why in done.missing.items():
         typer.echo(f"{name}: not drawn ({why})")
-    for line in done.problems:  # a damaged run file: the rest is drawn, and the command succeeds
-        typer.echo(f"warning: {line}", err=True)
+    echo_problems(done)
     typer.echo(f"report: {done.html}")
+
+
+def echo_problems(done) -> None:
+    """One ``warning:`` line on stderr per damaged run file: the rest of the report is drawn, and the command succeeds."""
+    for line in done.problems:
+        typer.echo(f"warning: {line}", err=True)

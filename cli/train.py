@@ -8,6 +8,7 @@ from typing import Optional
 
 import typer
 
+from symnets_deploy.cli import options
 from symnets_deploy.cli.main import command, handle_errors, is_rank_zero
 from symnets_deploy.enums import Ablation, DataOn, Device, Head, Method, TargetLabels
 from symnets_deploy.train.config import DEFAULTS
@@ -66,15 +67,13 @@ def train(
 
     The learning rate anneals as lr0 / (1 + alpha p)^beta and the confusion weight rises as 2 / (1 + exp(-gamma p)) - 1, with p the training progress (paper section 4.1).
     """
-    import time
-
     import signal
+    import time
 
     from symnets_deploy.cli.progress import console
     from symnets_deploy.errors import EquivalenceError, Interrupted, UsageError
     from symnets_deploy.train.config import TrainConfig, resumed_config
     from symnets_deploy.train.run_folder import make_run_folder, new_run_folder
-    from symnets_deploy.train.trainer import train as run_training
 
     launcher = nproc > 1 and "WORLD_SIZE" not in os.environ
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and out is None and resume is None:
@@ -93,7 +92,7 @@ def train(
     )
     if resume is not None:
         # Typer (and the click it wraps or vendors) says where each value came from; defaults are not "given".
-        given = {name: values[name] for name in values if getattr(ctx.get_parameter_source(name), "name", "") in ("COMMANDLINE", "ENVIRONMENT")}
+        given = {name: values[name] for name in values if options.given(ctx, name)}
         config = resumed_config(resume, given)
         console.log(f"resuming {resume} with its saved config" + (f" for {config.iterations} iterations" if "iterations" in given else ""))
     else:
@@ -115,7 +114,7 @@ def train(
     if out is None and resume is None:
         make_run_folder(Path(config.out))
     finished = []
-    result = _run(run_training, config, resume=resume is not None, overwrite=overwrite, on_finished=finished.append)
+    result = _run(config, resume=resume is not None, overwrite=overwrite, on_finished=finished.append)
     if not is_rank_zero():
         return  # rank 0 prints, exports and reports
     typer.echo(result_line(result))
@@ -134,18 +133,20 @@ def train(
         _report(run)
 
 
-def _run(run_training, config, **options):
+def _run(config, **run_options):
     """Train; in a process of ``--nproc N``, losing another process is one line (the launcher names which), not a traceback."""
     from symnets_deploy.cli.progress import TrainProgress
     from symnets_deploy.errors import ProcessLost
     from symnets_deploy.train.distributed import lost_peer
+    from symnets_deploy.train.trainer import train as run_training
 
     try:
-        return run_training(config, TrainProgress(), **options)
+        return run_training(config, TrainProgress(), **run_options)
     except RuntimeError as exc:
-        if not lost_peer(exc):
+        lost = lost_peer(exc)
+        if not lost:
             raise
-        raise ProcessLost(f"{config.out}: lost contact with another training process ({lost_peer(exc)})") from None
+        raise ProcessLost(f"{config.out}: lost contact with another training process ({lost})") from None
 
 
 def result_line(result) -> str:
@@ -165,6 +166,7 @@ def result_line(result) -> str:
 def _report(run: Path) -> None:
     """The run's report/, when the [report] extra is installed; otherwise one line saying how to get it."""
     from symnets_deploy.cli.progress import console
+    from symnets_deploy.cli.report import echo_problems
     from symnets_deploy.report import extra_installed, write_run_report
 
     if not extra_installed():
@@ -173,8 +175,7 @@ def _report(run: Path) -> None:
 
     console.log("drawing the report (curves, label-free scores, t-SNE)")
     done = write_run_report(run)
-    for line in done.problems:
-        typer.echo(f"warning: {line}", err=True)
+    echo_problems(done)
     typer.echo(f"report: {done.html}")
 
 
