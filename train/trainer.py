@@ -10,6 +10,8 @@ label-free scores always, target accuracy only where the target has class folder
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -174,8 +176,7 @@ def _decode(run: RunState):
             run.reporter.warn(text)
         warned.add(text)
 
-    src = load_or_decode(run.train_source, resize, threads=config.threads, cache_dir=cache_dir, warn=warn_once)[0]
-    tgt = load_or_decode(run.target, resize, threads=config.threads, cache_dir=cache_dir, warn=warn_once)[0] if config.method == Method.symnets else None
+    src, tgt = _decode_once_per_machine(run, resize, cache_dir, warn_once)
     needed = sum(d.images.numel() for d in (src, tgt) if d is not None)
     location = data_location(run.device, needed, config.data_on)
     if run.device.type == "cuda":
@@ -191,6 +192,31 @@ def _decode(run: RunState):
             write_features(run.out / FEATURES_BEFORE, run.model, run.source, run.eval_data.target, run.eval_data.target_labels,
                            PreprocessConfig.from_card(run.card()), config.eval_batch_size, placement, config.threads)
     return src, tgt, location
+
+
+def _decode_once_per_machine(run: RunState, resize: int, cache_dir: Optional[Path], warn: Callable[[str], None]) -> tuple[domains.DecodedDomain, Optional[domains.DecodedDomain]]:
+    """The training domains, decoded by one process per machine and mapped from its cache file by all.
+
+    Every process reads the images through a memory map of the same file, so a machine holds one
+    copy however many processes train (the case ``--data-on host`` is for: data larger than a GPU).
+    Without ``--cache`` the file is a temporary one, removed as soon as every process has mapped it.
+    """
+    config, world = run.config, run.world
+    wanted = [run.train_source] + ([run.target] if config.method == Method.symnets else [])
+    folder = cache_dir if cache_dir is not None or not world.distributed else Path(tempfile.gettempdir()) / f"symnets-decoded-{run.run_id}"
+
+    def load() -> list[domains.DecodedDomain]:
+        return [load_or_decode(domain, resize, threads=config.threads, cache_dir=folder, warn=warn)[0] for domain in wanted]
+
+    first = world.local_rank == 0
+    decoded = load() if first else []  # the first process of each machine decodes and writes the file
+    world.barrier()
+    decoded = decoded or load()  # the others find it written and map it
+    if cache_dir is None and world.distributed:
+        world.barrier()  # every process holds its map: the file's name may go (its pages stay until unmapped)
+        if first:
+            shutil.rmtree(folder, ignore_errors=True)
+    return decoded[0], decoded[1] if len(decoded) > 1 else None
 
 
 def _finish(run: RunState) -> tuple[EvalResult, list[str]]:

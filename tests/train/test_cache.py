@@ -1,4 +1,4 @@
-"""The decoded-domain disk cache: equal to a fresh decode, invalidated by any file change."""
+"""The decoded-domain disk cache: equal to a fresh decode, invalidated by any file change, read as a memory map."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ from PIL import Image
 
 from symnets_deploy.train.cache import cache_file, load_or_decode
 from symnets_deploy.train.data import decode_domain, scan_domain
+
+from .memory_maps import backing_file
 
 
 def _assert_same(a, b):
@@ -54,6 +56,28 @@ def test_damaged_cache_entry_is_rebuilt(shapes_root, tmp_path):
     domain = scan_domain(shapes_root, "photos")
     load_or_decode(domain, 37, cache_dir=tmp_path)
     cache_file(domain, 37, tmp_path).write_bytes(b"not an npz")
+    again, hit = load_or_decode(domain, 37, cache_dir=tmp_path)
+    assert not hit
+    _assert_same(again, decode_domain(domain, 37))
+
+
+def test_the_images_are_the_cache_files_pages_not_a_copy(shapes_root, tmp_path):
+    """Training reads the images through a map of the cache file, so processes share one copy (issue 19 item 8)."""
+    domain = scan_domain(shapes_root, "photos")
+    path = cache_file(domain, 37, tmp_path)
+    written, _ = load_or_decode(domain, 37, cache_dir=tmp_path)  # just decoded: the copy is dropped for the file
+    read, _ = load_or_decode(domain, 37, cache_dir=tmp_path)
+    for decoded in (written, read):
+        assert backing_file(decoded.images) == (path.stat().st_ino, str(path))
+    read.images[0, 0, 0, 0] += 1  # a write stays in this process: the cache is never changed through the map
+    _assert_same(load_or_decode(domain, 37, cache_dir=tmp_path)[0], decode_domain(domain, 37))
+
+
+def test_a_truncated_cache_entry_is_rebuilt(shapes_root, tmp_path):
+    domain = scan_domain(shapes_root, "photos")
+    load_or_decode(domain, 37, cache_dir=tmp_path)
+    path = cache_file(domain, 37, tmp_path)
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
     again, hit = load_or_decode(domain, 37, cache_dir=tmp_path)
     assert not hit
     _assert_same(again, decode_domain(domain, 37))

@@ -1,4 +1,4 @@
-"""What each training process keeps and leaves, tested in real 2-process gloo groups (issue 19 items 2, 4, 9).
+"""What each training process keeps and leaves, tested in real 2-process gloo groups (issue 19 items 2, 4, 8, 9).
 
 The processes are started with ``torch.multiprocessing.spawn`` and join the group the way torchrun's
 environment describes it (``World.from_env``); each runs its checks itself, and a failed check in
@@ -20,6 +20,8 @@ from symnets_deploy.errors import TrainingDiverged  # noqa: E402
 from symnets_deploy.train.checkpoint import load_checkpoint, restore_rng, rng_record, rng_state, save_checkpoint  # noqa: E402
 from symnets_deploy.train.config import TrainConfig  # noqa: E402
 from symnets_deploy.train.distributed import COLLECTIVE_TIMEOUT, World  # noqa: E402
+
+from .memory_maps import backing_file  # noqa: E402
 
 SIZE = 2
 CPU = torch.device("cpu")
@@ -86,3 +88,35 @@ def test_an_exception_in_training_leaves_the_process_group(shapes_root: Path, tm
     """Every rank raises TrainingDiverged at the same record; each must leave the group on the way out
     (a group left open is torn down by destructors at exit, which abort the process with NCCL)."""
     _spawn(_a_diverged_run_leaves_the_group, shapes_root, tmp_path / "run")
+
+
+def _the_ranks_share_one_decoded_copy(data_root: Path, cache_dir, run_id: str) -> None:
+    from types import SimpleNamespace
+
+    from symnets_deploy.train.data import decode_domain, scan_domain
+    from symnets_deploy.train.trainer import _decode_once_per_machine
+
+    world = World.from_env("cpu")
+    source, target = scan_domain(data_root, "photos"), scan_domain(data_root, "sketches")
+    config = TrainConfig(source="photos", target="sketches", data_root=str(data_root), backbone="tiny", device="cpu", threads=1)
+    run = SimpleNamespace(config=config, world=world, train_source=source, target=target, run_id=run_id)
+    src, tgt = _decode_once_per_machine(run, 37, cache_dir, lambda text: None)
+    files = world.gather([backing_file(src.images), backing_file(tgt.images)])
+    if world.is_main:
+        for domain in (0, 1):
+            mapped = {rank[domain] for rank in files}
+            assert len(mapped) == 1 and None not in mapped, f"the ranks do not read one file: {files}"
+    assert torch.equal(src.images, decode_domain(source, 37).images) and torch.equal(tgt.images, decode_domain(target, 37).images)
+    world.close()
+
+
+@pytest.mark.parametrize("cache", [True, False], ids=["cache", "no-cache"])
+def test_the_processes_of_a_machine_read_one_decoded_copy(shapes_root: Path, tmp_path: Path, cache: bool) -> None:
+    """Both ranks map the same file (one copy in memory, not one each); without the cache the file is
+    a temporary one that is gone once both have mapped it."""
+    import tempfile
+
+    run_id = tmp_path.name
+    _spawn(_the_ranks_share_one_decoded_copy, shapes_root, tmp_path / "cache" if cache else None, run_id)
+    assert (len(list((tmp_path / "cache").glob("*.npz"))) == 2) if cache else not (tmp_path / "cache").exists()
+    assert not list(Path(tempfile.gettempdir()).glob(f"symnets-decoded-{run_id}*"))
