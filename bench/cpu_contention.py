@@ -67,7 +67,7 @@ def main() -> None:
             rows.append((name, quiet, busy))
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     print(f"{args.iterations} iterations, {cores} cores, {args.busy} busy loops beside (fair share about {(args.busy + cores) / cores:.1f}x)")
-    print(f"| environment | quiet loop s | busy loop s | loop slowdown | quiet wall s | busy wall s | wall slowdown |")
+    print("| environment | quiet loop s | busy loop s | loop slowdown | quiet wall s | busy wall s | wall slowdown |")
     print("|---|---|---|---|---|---|---|")
     for name, (q_loop, q_wall), (b_loop, b_wall) in rows:
         print(f"| {name} | {q_loop:.1f} | {b_loop:.1f} | {b_loop / q_loop:.1f}x | {q_wall:.1f} | {b_wall:.1f} | {b_wall / q_wall:.1f}x |")

@@ -20,6 +20,7 @@ import typer
 
 from symnets_deploy.cli.options import given
 from symnets_deploy.errors import ProcessLost, SymnetsError, UsageError
+from symnets_deploy.host import launched_rank
 
 #: Where a worker leaves its error for the launcher (a folder; one file per rank).
 ERRORS_ENV = "SYMNETS_RANK_ERRORS"
@@ -138,8 +139,7 @@ def record_error(err: SymnetsError) -> bool:
     launcher = folder.rsplit("-", 1)[-1]  # the folder's name ends in the launcher's pid
     if not folder or not Path(folder).is_dir() or str(os.getppid()) != launcher:
         return False  # not started by a launcher that is still there to print it: print it here
-    rank = os.environ.get("RANK", "0")
-    Path(folder, f"rank{int(rank):05d}").write_text(f"{err.exit_code}\n{type(err).__name__}\n{err}", encoding="utf-8")
+    Path(folder, f"rank{launched_rank():05d}").write_text(f"{err.exit_code}\n{type(err).__name__}\n{err}", encoding="utf-8")
     return True
 
 

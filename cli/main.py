@@ -17,6 +17,7 @@ from typer.core import TyperCommand, TyperGroup
 from symnets_deploy import __version__
 from symnets_deploy.cli.options import PlainArguments
 from symnets_deploy.errors import SymnetsError
+from symnets_deploy.host import launched_rank
 
 
 class _FlagsWithoutType:
@@ -86,7 +87,7 @@ command = functools.partial(app.command, cls=SymnetsCommand)
 
 def is_rank_zero() -> bool:
     """Whether this process reports: always, except the ranks 1.. of a multi-process training (torchrun's RANK)."""
-    return os.environ.get("RANK", "0") == "0"
+    return launched_rank() == 0
 
 
 def fail(err: SymnetsError) -> typer.Exit:

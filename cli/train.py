@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Optional
 
@@ -11,6 +10,7 @@ import typer
 from symnets_deploy.cli import options
 from symnets_deploy.cli.main import command, handle_errors, is_rank_zero
 from symnets_deploy.enums import Ablation, DataOn, Device, Head, Method, TargetLabels
+from symnets_deploy.host import in_launched_group, launched_world_size
 from symnets_deploy.train.config import DEFAULTS
 
 DATA, MODEL, OPTIMISATION, SCHEDULE, OUTPUT, ADVANCED = "Data", "Model", "Optimisation", "Schedule", "Output", "Advanced"
@@ -75,8 +75,8 @@ def train(
     from symnets_deploy.train.config import TrainConfig, resumed_config
     from symnets_deploy.train.run_folder import make_run_folder, new_run_folder
 
-    launcher = nproc > 1 and "WORLD_SIZE" not in os.environ
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and out is None and resume is None:
+    launcher = nproc > 1 and not in_launched_group()
+    if launched_world_size() > 1 and out is None and resume is None:
         raise UsageError("with several processes give --out, so that all of them write to one run folder ('symnets train --nproc N' picks one)")
     started = time.perf_counter()
     exports = _export_plan(export)  # names and TensorRT checked before any folder or training

@@ -20,6 +20,7 @@ import torch
 import torch.distributed as dist
 
 from symnets_deploy.errors import UsageError
+from symnets_deploy.host import launched_rank, launched_world_size
 
 #: How long a rank waits in a collective for the others. Rank 0 alone decodes the evaluation data,
 #: evaluates and writes the t-SNE features while the other ranks wait in the next collective; on a
@@ -46,26 +47,16 @@ class World:
         return self.size > 1
 
     @staticmethod
-    def size_from_env() -> int:
-        """The number of training processes torchrun started (1 without it)."""
-        return int(os.environ.get("WORLD_SIZE", "1"))
-
-    @staticmethod
-    def rank_from_env() -> int:
-        """This process's rank as torchrun numbers it (0 without it), before the group is joined."""
-        return int(os.environ.get("RANK", "0"))
-
-    @staticmethod
     def from_env(device_type: str) -> "World":
         """Join the process group torchrun describes in the environment (a world of one without it).
 
         Args:
             device_type: ``"cuda"`` (NCCL, one GPU per local rank) or ``"cpu"`` (gloo).
         """
-        size = World.size_from_env()
+        size = launched_world_size()
         if size <= 1:
             return World()
-        world = World(World.rank_from_env(), size, int(os.environ.get("LOCAL_RANK", "0")))
+        world = World(launched_rank(), size, int(os.environ.get("LOCAL_RANK", "0")))
         if not dist.is_initialized():
             if device_type == "cuda":
                 torch.cuda.set_device(world.local_rank)
@@ -151,7 +142,7 @@ def lost_peer(exc: BaseException) -> str:
     Collectives raise a plain ``RuntimeError`` (gloo) or a ``DistBackendError`` (NCCL) then; the
     process that died is named by the launcher, so the others need no traceback.
     """
-    if World.size_from_env() <= 1:
+    if launched_world_size() <= 1:
         return ""
     text = str(exc)
     if isinstance(exc, getattr(dist, "DistError", ())) or any(marker in text for marker in _PEER_GONE):

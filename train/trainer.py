@@ -22,6 +22,7 @@ import torch
 from symnets_deploy.card import ModelCard
 from symnets_deploy.enums import DataOn, Device, Method, TargetLabels
 from symnets_deploy.errors import Interrupted, TrainingDiverged, UsageError
+from symnets_deploy.host import launched_rank, launched_world_size
 from symnets_deploy.evaluation import summarize
 from symnets_deploy.preprocess import PreprocessConfig
 from symnets_deploy.run_files import CHECKPOINT, CONFIG, FEATURES_AFTER, FEATURES_BEFORE, LABELED, METRICS, SUMMARY, TARGET_EVALUATION, UNLABELED, target_labels_line
@@ -260,8 +261,8 @@ def train(
         raise UsageError(f"{out}: is a file, not a folder; --out names the run's folder")
     was_empty = not out.exists() or not any(out.iterdir())
     out.mkdir(parents=True, exist_ok=True)
-    main = World.rank_from_env() == 0
-    parent = os.getppid() if World.size_from_env() > 1 else None  # workers stop when their launcher dies
+    main = launched_rank() == 0
+    parent = os.getppid() if launched_world_size() > 1 else None  # workers stop when their launcher dies
     claimed: list = []
     started = False  # the folder is ours (locked): only then may a failure undo what the start wrote
     try:
