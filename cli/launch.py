@@ -27,6 +27,10 @@ ERRORS_ENV = "SYMNETS_RANK_ERRORS"
 #: Seconds the launcher waits for its processes to checkpoint and stop after Ctrl-C before it kills them
 #: (torch's default is 30 s; a rank checks for a stop every few iterations, then writes last.pt).
 SHUTDOWN_SECONDS = 600
+#: What the launcher sets where the user did not: torch's elastic agent reads the shutdown wait from the
+#: environment (torch 2.11 and later; before, it is 30 s whatever is set), and one core per process
+#: (check_processes) without torchrun's banner saying so.
+LAUNCH_ENVIRONMENT = {"TORCH_ELASTIC_SHUTDOWN_TIMEOUT": str(SHUTDOWN_SECONDS), "OMP_NUM_THREADS": "1"}
 
 
 def command_line(ctx: typer.Context, skip: tuple[str, ...] = ("nproc",)) -> list[str]:
@@ -69,6 +73,11 @@ def check_processes(nproc: int, device: str, batch_size: int) -> None:
         raise UsageError(f"--batch-size {batch_size} must be a multiple of --nproc {nproc}: each process takes an equal share")
 
 
+def torchrun_arguments(nproc: int, args: list[str]) -> list[str]:
+    """torchrun's command line for ``symnets train ARGS`` in ``nproc`` processes of this machine."""
+    return ["--standalone", "--nproc-per-node", str(nproc), "-m", "symnets_deploy.cli", "train", *args]
+
+
 def launch(nproc: int, args: list[str], run: Path) -> None:
     """Run ``symnets train ARGS`` in ``nproc`` processes and wait for them.
 
@@ -87,12 +96,12 @@ def launch(nproc: int, args: list[str], run: Path) -> None:
             pass  # refused at once when a live process trains in it (rank 0 takes the lock for the run)
     for name in ("torch.distributed.elastic", "torch.distributed.run"):
         logging.getLogger(name).setLevel(logging.CRITICAL)  # we say in one line what happened
-    os.environ.setdefault("TORCH_ELASTIC_SHUTDOWN_TIMEOUT", str(SHUTDOWN_SECONDS))
-    os.environ.setdefault("OMP_NUM_THREADS", "1")  # one core per process (check_processes); torchrun would say so in a banner
+    for name, value in LAUNCH_ENVIRONMENT.items():
+        os.environ.setdefault(name, value)
     with tempfile.TemporaryDirectory(prefix="symnets-ranks-", suffix=f"-{os.getpid()}") as errors:
         os.environ[ERRORS_ENV] = errors
         try:
-            torchrun(["--standalone", "--nproc-per-node", str(nproc), "-m", "symnets_deploy.cli", "train", *args])
+            torchrun(torchrun_arguments(nproc, args))
         except ChildFailedError as exc:
             raise _failure(exc.failures, Path(errors), run) from None
         except SignalException as exc:  # Ctrl-C / SIGTERM: the processes checkpointed and said how to resume

@@ -128,6 +128,24 @@ def test_a_batch_the_processes_cannot_share_is_refused_before_any_image_is_read(
     assert "--batch-size 3 must be a multiple of --nproc 2" in line and not out.exists()
 
 
+def test_the_launcher_gives_its_processes_time_to_checkpoint_after_ctrl_c(monkeypatch):
+    """Issue 19 item 5: torch's elastic agent, configured from the launcher's arguments and environment as
+    `torchrun` configures it, waits SHUTDOWN_SECONDS (not its default 30 s) before it kills the processes."""
+    from torch.distributed.run import config_from_args, get_args_parser
+
+    from symnets_deploy.cli.launch import LAUNCH_ENVIRONMENT, SHUTDOWN_SECONDS, torchrun_arguments
+
+    for name in LAUNCH_ENVIRONMENT:
+        monkeypatch.setenv(name, "")  # recorded, so what torch sets while parsing is undone after the test
+        monkeypatch.delenv(name)
+    config = config_from_args(get_args_parser().parse_args(torchrun_arguments(2, ["--out", "r"])))[0]
+    assert getattr(config, "shutdown_timeout", None) == 30  # what the agent does unless told
+    for name, value in LAUNCH_ENVIRONMENT.items():
+        monkeypatch.setenv(name, value)
+    config = config_from_args(get_args_parser().parse_args(torchrun_arguments(2, ["--out", "r"])))[0]
+    assert config.shutdown_timeout == SHUTDOWN_SECONDS >= 300 and config.nproc_per_node == 2
+
+
 def test_nproc_called_from_python_passes_every_option(shapes_root, tmp_path):
     """CliRunner's sys.argv is pytest's: the processes must get the options parsed here (issue 19, item 6)."""
     from symnets_deploy.host import usable_cpus

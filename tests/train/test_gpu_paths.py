@@ -80,3 +80,14 @@ def test_the_host_path_trains_as_the_gpu_path_does(shapes_root: Path, tmp_path: 
         runs[where] = torch.load(tmp_path / where / "last.pt", map_location="cpu", weights_only=True)["model"]
     for name, a in runs["gpu"].items():
         torch.testing.assert_close(runs["host"][name].float(), a.float(), rtol=REL, atol=ABS, msg=name)
+
+
+def test_more_processes_than_gpus_are_refused_before_any_starts() -> None:
+    """Issue 19 item 7: one line, exit 2, instead of a traceback from torch.cuda.set_device in every process."""
+    from symnets_deploy.cli.launch import check_processes
+    from symnets_deploy.errors import UsageError
+
+    gpus = torch.cuda.device_count()
+    check_processes(gpus, "cuda", 2 * gpus)  # one process per GPU is fine
+    with pytest.raises(UsageError, match=f"--nproc {gpus + 1}: one process per GPU, and torch sees {gpus}"):
+        check_processes(gpus + 1, "cuda", 2 * (gpus + 1))
