@@ -181,7 +181,8 @@ def _decode(run: RunState):
     needed = sum(d.images.numel() for d in (src, tgt) if d is not None)
     location = data_location(run.device, needed, config.data_on)
     if run.device.type == "cuda":
-        run.reporter.stage(f"decoded images ({needed / 2**30:.2f} GiB) stay in {'GPU' if location is DataOn.gpu else 'pinned host'} memory (--data-on {config.data_on})")
+        where = "GPU memory" if location is DataOn.gpu else "host memory (each iteration's crops go up through pinned buffers)"
+        run.reporter.stage(f"decoded images ({needed / 2**30:.2f} GiB) stay in {where} (--data-on {config.data_on})")
     if location is DataOn.gpu:
         src, tgt = src.to(run.device), tgt.to(run.device) if tgt is not None else None
     # Evaluation decodes again through the runtime's own preprocessing (not from the training
