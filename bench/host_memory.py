@@ -67,7 +67,7 @@ def _cmdline(pid: int) -> str:
 
 def _run(args, out: Path, cache: Path) -> dict[str, float]:
     command = [sys.executable, "-m", "symnets_deploy.cli", "train", "--source", args.source, "--target", args.target,
-               "--data-root", str(args.data_root), "--backbone", "tiny", "--iterations", str(args.iterations),
+               "--data-root", str(args.data_root), "--backbone", "tiny", "--image-size", "224", "--iterations", str(args.iterations),
                "--batch-size", "32", "--device", "cpu", "--nproc", str(args.nproc), "--seed", "0", "--out", str(out),
                "--no-report", "--eval-every", "0"]
     launcher = subprocess.Popen(command, env={**os.environ, "SYMNETS_CACHE_DIR": str(cache)},

@@ -17,7 +17,8 @@ from symnets_deploy.errors import UsageError
 
 #: ``weights`` value meaning "the backbone's own pretrained weights".
 PRETRAINED = "imagenet"
-
+#: Largest ``zoom``: a crop then shows a window of a quarter of its side at the most.
+MAX_ZOOM = 4.0
 
 
 @dataclass(frozen=True)
@@ -25,7 +26,10 @@ class TrainConfig:
     """A training run, resolved (saved as ``config.json`` in the run folder).
 
     Defaults follow the paper (section 4.1): head lr 0.01, G lr 10x lower, SGD momentum 0.9
-    (Nesterov), weight decay 1e-4, lr annealing alpha 10 / beta 0.75, lambda gamma 10.
+    (Nesterov), weight decay 1e-4, lr annealing alpha 10 / beta 0.75, lambda gamma 10, random crops
+    with mirroring. ``lr``, ``image_size``, ``flip`` and ``zoom`` left None take the backbone's
+    (``BackboneSpec``): the paper's for the pretrained backbones, measured ones for ``tiny``;
+    ``backbone_lr_mult`` left None follows the weights.
     """
 
     source: str
@@ -39,7 +43,7 @@ class TrainConfig:
     head: str = Head.ct.value
     iterations: int = 1000
     batch_size: int = 32
-    lr: float = 0.01
+    lr: Optional[float] = None
     backbone_lr_mult: Optional[float] = None
     momentum: float = 0.9
     weight_decay: float = 1e-4
@@ -47,6 +51,8 @@ class TrainConfig:
     lr_beta: float = 0.75
     lambda_gamma: float = 10.0
     image_size: Optional[int] = None
+    flip: Optional[bool] = None
+    zoom: Optional[float] = None
     device: str = Device.auto.value
     seed: int = 0
     out: str = "runs/latest"
@@ -72,6 +78,12 @@ class TrainConfig:
             object.__setattr__(self, "weights", None)  # a backbone without pretrained weights trains from scratch
         if self.image_size is None:
             object.__setattr__(self, "image_size", spec.input_size)
+        if self.lr is None:
+            object.__setattr__(self, "lr", spec.lr)
+        if self.flip is None:
+            object.__setattr__(self, "flip", spec.flip)
+        if self.zoom is None:
+            object.__setattr__(self, "zoom", spec.zoom)
         if self.backbone_lr_mult is None:
             # Paper: pretrained G learns 10x slower than the head; a randomly initialised G must not.
             object.__setattr__(self, "backbone_lr_mult", 0.1 if self.weights is not None else 1.0)
@@ -87,12 +99,14 @@ class TrainConfig:
         for name in ("eval_every", "checkpoint_every", "keep_every", "log_every", "threads"):
             if (getattr(self, name) or 0) < 0:
                 raise UsageError(f"{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
-        numbers = ("lr", "backbone_lr_mult", "momentum", "weight_decay", "lr_alpha", "lr_beta", "lambda_gamma", "source_val")
+        numbers = ("lr", "zoom", "backbone_lr_mult", "momentum", "weight_decay", "lr_alpha", "lr_beta", "lambda_gamma", "source_val")
         bad = [f"--{n.replace('_', '-')} {getattr(self, n)}" for n in numbers if not math.isfinite(getattr(self, n))]
         if bad:
             raise UsageError(f"{', '.join(bad)}: must be a finite number")
         if self.lr <= 0:
             raise UsageError(f"lr must be positive, got {self.lr}")
+        if not 1 <= self.zoom <= MAX_ZOOM:
+            raise UsageError(f"zoom must be between 1 (no zoom) and {MAX_ZOOM}, got {self.zoom}")
         if not 0 <= self.momentum < 1 or self.weight_decay < 0:
             raise UsageError(f"need 0 <= momentum < 1 and weight-decay >= 0, got {self.momentum}, {self.weight_decay}")
 
@@ -120,7 +134,7 @@ class TrainConfig:
 SPEED_ONLY = ("threads", "cache", "cache_dir", "cuda_graph", "report", "data_on")
 
 #: What a run saved before a field existed did in its place (no held-out split, labels as found).
-LEGACY: dict[str, Any] = {"source_val": 0.0, "keep_every": 0, "target_labels": TargetLabels.use.value, "eval_every": 0}
+LEGACY: dict[str, Any] = {"source_val": 0.0, "keep_every": 0, "target_labels": TargetLabels.use.value, "eval_every": 0, "flip": True, "zoom": 1.0}
 
 #: Default of every field that has one: ``symnets train``'s options start from these.
 DEFAULTS: dict[str, Any] = {f.name: f.default for f in fields(TrainConfig) if f.default is not MISSING}

@@ -275,33 +275,44 @@ class BatchSampler:
 
 
 def random_crop_flip(
-    images: torch.Tensor, sizes: torch.Tensor, index: torch.Tensor, crop: int, generator: torch.Generator, part: slice = slice(None)
+    images: torch.Tensor, sizes: torch.Tensor, index: torch.Tensor, crop: int, generator: torch.Generator, part: slice = slice(None),
+    *, flip: bool = True, zoom: float = 1.0,
 ) -> torch.Tensor:
-    """Training augmentation on a decoded domain: a random crop x crop window and a coin-flip mirror.
+    """Training augmentation on a decoded domain: a random crop x crop window, a coin-flip mirror and a random zoom-in.
 
     Args:
         images: uint8 [N,3,Hmax,Wmax] on any device (images top-left aligned).
         sizes: [N,2] valid (h, w) of each image on the CPU; every side must be >= crop.
         index: [B] images to take (CPU, int64).
         crop: output side S.
-        generator: CPU generator for offsets and flips (so results do not depend on the device).
+        generator: CPU generator for offsets, flips and zooms (so results do not depend on the device).
         part: the rows of the batch to make (one rank's share); the draws are those of the whole
             batch, so the shares of all ranks together are the single-process batch.
+        flip: mirror half of the crops (off for glyphs such as digits, whose mirror images are other glyphs).
+        zoom: largest magnification: each crop shows a window of side S / z, z uniform in [1, zoom], enlarged
+            to S by nearest-neighbour sampling (so digits that fill their frame in another domain are seen
+            in training); 1 draws nothing and keeps the plain crop.
 
     Returns:
         uint8 [len(index[part]),3,S,S] on ``images``' device, channels-last strided (the gather's natural layout).
     """
     device = images.device
     u = torch.rand((3, len(index)), generator=generator)[:, part]
+    window = torch.full((len(index),), crop, dtype=torch.long)[part]
+    if zoom > 1:  # drawn after the crop's draws: runs without a zoom keep their exact batches
+        z = 1 + torch.rand(len(index), generator=generator)[part] * (zoom - 1)
+        window = torch.clamp((crop / z).round().long(), 1, crop)
     index = index[part]
     h, w = sizes[index].unbind(1)
-    top = (u[0] * (h - crop + 1)).long()
-    left = (u[1] * (w - crop + 1)).long()
-    flip = u[2] < 0.5
+    top = (u[0] * (h - window + 1)).long()
+    left = (u[1] * (w - window + 1)).long()
     steps = torch.arange(crop)
-    rows = top[:, None] + steps
-    cols = left[:, None] + steps
-    cols = torch.where(flip[:, None], cols.flip(1), cols)
+    # Output pixel i samples window pixel floor(i * window / S): the plain crop when window == S.
+    offsets = (steps[None, :] * window[:, None]) // crop
+    rows = top[:, None] + offsets
+    cols = left[:, None] + offsets
+    if flip:
+        cols = torch.where((u[2] < 0.5)[:, None], cols.flip(1), cols)
     idx, rows, cols = (upload(t, device) for t in (index, rows, cols))
     # Advanced indexing with a slice in the middle yields [B, S, S, 3].
     out = images[idx[:, None, None], :, rows[:, :, None], cols[:, None, :]]

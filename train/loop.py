@@ -150,7 +150,8 @@ def run_loop(run: RunState, src: domains.DecodedDomain, tgt: Optional[domains.De
     def crop(stream: int, it: int, decoded: domains.DecodedDomain) -> tuple[torch.Tensor, torch.Tensor]:
         """uint8 crops and labels of this rank's share, where ``decoded`` lives."""
         idx = samplers[stream].indices(it)
-        x = domains.random_crop_flip(decoded.images, decoded.sizes, idx, config.image_size, domains.augmentation_generator(config.seed, it, stream), share)
+        x = domains.random_crop_flip(decoded.images, decoded.sizes, idx, config.image_size, domains.augmentation_generator(config.seed, it, stream), share,
+                                     flip=config.flip, zoom=config.zoom)
         return x, decoded.labels[domains.upload(idx[share], decoded.labels.device)]
 
     def crops(it: int) -> list[Optional[torch.Tensor]]:

@@ -45,7 +45,7 @@ def test_option_defaults_are_the_config_defaults():
 
     command = typer.main.get_command(app).commands["train"]
     shared = {p.name: p.default for p in command.params if p.name in DEFAULTS and p.default is not None}
-    assert len(shared) == 24  # every option with a fixed default; the others (None) are resolved by TrainConfig
+    assert len(shared) == 23  # every option with a fixed default; the others (None, e.g. lr) are resolved by TrainConfig
     assert {name: getattr(value, "value", value) for name, value in shared.items()} == {name: DEFAULTS[name] for name in shared}
 
 
@@ -84,7 +84,9 @@ def test_resume_needs_only_the_run_folder_and_refuses_other_options(shapes_root,
     assert "photos -> sketches" in result.stdout and "3 it in" in result.stdout
     args = ["train", "--source", "x", "--data-root", str(tmp_path), "--lr", "0.5", "--seed", "0", "--resume", str(out)]
     line = error_line(runner.invoke(app, args, env=ENV), 2)
-    for named in ("--source x (the run has photos)", "--data-root", "--lr 0.5 (the run has 0.01)"):
+    from symnets_deploy.train.backbones import get_backbone
+
+    for named in ("--source x (the run has photos)", "--data-root", f"--lr 0.5 (the run has {get_backbone('tiny').lr})"):
         assert named in line, line
     assert "--seed" not in line  # given, but equal to the run's
 
@@ -173,7 +175,7 @@ def test_schedule_options_reach_the_run(shapes_root, tmp_path):
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     last = [r for r in records if "lr_head" in r][-1]  # iteration 3 of 3 used p = 2/3
     p = 2 / 3
-    assert last["lr_head"] == pytest.approx(0.01 / (1 + 5 * p) ** 0.5)
+    assert last["lr_head"] == pytest.approx(config["lr"] / (1 + 5 * p) ** 0.5)
     assert last["lambda"] == pytest.approx(2 / (1 + math.exp(-3 * p)) - 1)
 
 

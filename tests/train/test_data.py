@@ -244,6 +244,48 @@ def test_random_crop_flip_full_size_crop_is_the_image_or_its_mirror():
         assert torch.equal(out[b], src) or torch.equal(out[b], src.flip(2))
 
 
+def _position_image(h: int, w: int) -> torch.Tensor:
+    """uint8 [3,h,w] whose pixel (r, c) holds r in channel 0 and c in channel 1: a crop says where it came from."""
+    rows, cols = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+    return torch.stack([rows, cols, torch.full((h, w), 7)]).to(torch.uint8)
+
+
+def test_without_flips_every_crop_is_an_unmirrored_window():
+    images = _position_image(9, 9)[None].repeat(2, 1, 1, 1)
+    out = D.random_crop_flip(images, torch.full((2, 2), 9), torch.zeros(200, dtype=torch.long), 5, torch.Generator().manual_seed(4), flip=False)
+    cols = out[:, 1].long()
+    assert (cols[:, :, 1:] - cols[:, :, :-1] == 1).all()  # left to right in every crop: never a mirror
+
+
+def test_zoom_shows_windows_between_the_crop_and_the_crop_over_the_zoom_enlarged_by_nearest_neighbours():
+    crop, zoom, draws = 12, 1.5, 400
+    images = _position_image(20, 20)[None]
+    out = D.random_crop_flip(images, torch.tensor([[20, 20]]), torch.zeros(draws, dtype=torch.long), crop,
+                             torch.Generator().manual_seed(5), flip=False, zoom=zoom)
+    assert out.shape == (draws, 3, crop, crop)
+    windows = set()
+    for b in range(draws):
+        rows, cols = out[b, 0, :, 0].long(), out[b, 1, 0, :].long()
+        assert torch.equal(out[b, 0], rows[:, None].expand(crop, crop)) and torch.equal(out[b, 1], cols[None, :].expand(crop, crop))
+        window = int(rows[-1] - rows[0]) + 1  # the last output pixel samples the window's last row
+        steps = torch.arange(crop)
+        assert torch.equal(rows - rows[0], steps * window // crop), f"crop {b} is not a nearest-neighbour enlargement: {rows.tolist()}"
+        assert torch.equal(cols - cols[0], steps * window // crop)  # the same window side across
+        windows.add(window)
+    assert min(windows) == round(crop / zoom) and max(windows) == crop  # the whole range of magnifications is drawn
+
+
+def test_no_zoom_draws_nothing_more_so_earlier_runs_keep_their_batches():
+    images = torch.randint(0, 256, (4, 3, 12, 12), dtype=torch.uint8)
+    sizes, index = torch.full((4, 2), 12), torch.tensor([3, 1, 1, 0])
+    generator = D.augmentation_generator(0, 5, 0)
+    plain = D.random_crop_flip(images, sizes, index, 7, generator)
+    after = torch.rand(1, generator=generator)
+    generator = D.augmentation_generator(0, 5, 0)
+    assert torch.equal(D.random_crop_flip(images, sizes, index, 7, generator, zoom=1.0), plain)
+    assert torch.equal(torch.rand(1, generator=generator), after)
+
+
 # -- unlabeled targets -------------------------------------------------------------------------
 def _loose(root: Path, relative: str, seed: int = 0) -> None:
     path = root / relative

@@ -27,7 +27,7 @@ REL, ABS = 2e-2, 1e-3
 
 
 def _steps(graphed: bool):
-    config = TrainConfig(source="s", target="t", data_root="unused", backbone="tiny", image_size=32, device="cuda", iterations=ITERATIONS)
+    config = TrainConfig(source="s", target="t", data_root="unused", backbone="tiny", image_size=32, lr=0.01, device="cuda", iterations=ITERATIONS)
     placement = select_data_path(torch.device("cuda"))
     torch.manual_seed(0)
     model = build_model(config, K).train().to(placement.device, memory_format=placement.memory_format())
