@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import gc
 import os
+import traceback
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Optional
@@ -115,16 +116,21 @@ class World:
             dist.destroy_process_group()
 
     @staticmethod
-    def abandon() -> None:
+    def abandon(exc: Optional[BaseException] = None) -> None:
         """Leave the process group without waiting for the other ranks: after an exception or an interruption.
 
         A barrier there could wait for a rank that is gone (or stopped for another reason). Leaving
         at all matters: a group still open at exit is torn down by destructors, which abort the
-        process ('terminate called ...'). NCCL communicators are aborted rather than finalised, as
-        finalising waits for collectives that a lost peer will never join; gloo closes its sockets.
+        process ('terminate called ...'). So does a DistributedDataParallel that outlives its group
+        (its reducer holds the group): the frames of ``exc``'s traceback, which hold the failed run,
+        are cleared first. NCCL communicators are aborted rather than finalised, as finalising waits
+        for collectives that a lost peer will never join; gloo closes its sockets.
         """
         if not dist.is_initialized():
             return
+        if exc is not None:
+            traceback.clear_frames(exc.__traceback__)  # the message stays; the run's objects go
+            gc.collect()
         abort = getattr(dist.distributed_c10d, "_abort_process_group", None)
         if dist.get_backend() == "nccl" and abort is not None:
             abort()

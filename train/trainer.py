@@ -271,7 +271,7 @@ def train(
             started = True
             final = _train(config, reporter or Reporter(), resume, overwrite, stop_at, on_finished, stop, claimed)
     except BaseException as exc:
-        World.abandon()  # a failed or interrupted process leaves its process group too, without a barrier
+        World.abandon(exc)  # a failed or interrupted process leaves its process group too, without a barrier
         # A diverged run keeps its metrics.jsonl to read; a next run in the folder replaces it (claim_new_run).
         if started and main and not resume and not (out / CHECKPOINT).exists() and not isinstance(exc, TrainingDiverged):
             undo_start(out, claimed=bool(claimed), was_empty=was_empty)

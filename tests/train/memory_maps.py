@@ -14,5 +14,6 @@ def backing_file(tensor) -> Optional[tuple[int, str]]:
         start, end = (int(part, 16) for part in fields[0].split("-"))
         if start <= address < end:
             inode = int(fields[4])
-            return (inode, fields[5]) if inode and len(fields) > 5 else None
+            # A file removed while mapped reads "PATH (deleted)", at the moment its name goes: the inode says which file.
+            return (inode, fields[5].removesuffix(" (deleted)")) if inode and len(fields) > 5 else None
     return None
