@@ -108,7 +108,8 @@ def _map_member(path: Path, member: str) -> np.ndarray:
         if len(header) != 30 or header[:4] != b"PK\x03\x04":
             raise ValueError(f"{path}: no local header for {member}")
         name_length, extra_length = struct.unpack("<HH", header[26:30])
-        fh.seek(info.header_offset + 30 + name_length + extra_length)
+        start = info.header_offset + 30 + name_length + extra_length  # the member's bytes: the .npy file
+        fh.seek(start)
         version = np.lib.format.read_magic(fh)
         if version == (1, 0):
             shape, fortran, dtype = np.lib.format.read_array_header_1_0(fh)
@@ -117,7 +118,7 @@ def _map_member(path: Path, member: str) -> np.ndarray:
         else:
             raise ValueError(f"{path}: .npy format {version} of {member}")
         offset = fh.tell()
-    if offset + int(np.prod(shape)) * dtype.itemsize > info.header_offset + 30 + name_length + extra_length + info.file_size:
+    if offset + int(np.prod(shape)) * dtype.itemsize > start + info.file_size:
         raise ValueError(f"{path}: {member} is shorter than its header says")
     # Copy-on-write: the pages stay the file's (shared) while only read, and a write never reaches the cache.
     return np.memmap(path, dtype=dtype, mode="c", offset=offset, shape=shape, order="F" if fortran else "C")
